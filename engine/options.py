@@ -1,0 +1,112 @@
+"""Options as frozen dataclasses: one for a window's decoding, one for a whole file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How one 30 s window is decoded (one temperature of the fallback ladder)."""
+
+    beam_size: int = 5
+    best_of: int = 5
+    patience: float = 1.0
+    length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    temperature: float = 0.0
+    max_length: int = 448
+    suppress_blank: bool = True
+    suppress_tokens: tuple[int, ...] = (-1,)
+    without_timestamps: bool = False
+    max_initial_timestamp: float = 1.0
+
+    def __post_init__(self):
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.best_of < 1:
+            raise ValueError(f"best_of must be >= 1, got {self.best_of}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be within [0, 2], got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """How a whole file is transcribed: the long-form loop's settings."""
+
+    language: str | None = None  # None: detect on multilingual models, "en" on .en models
+    task: str = "transcribe"
+    beam_size: int = 5
+    best_of: int = 5
+    patience: float = 1.0
+    length_penalty: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+    compression_ratio_threshold: float | None = 2.4
+    log_prob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    prompt_reset_on_temperature: float = 0.5
+    initial_prompt: str | None = None
+    suppress_blank: bool = True
+    suppress_tokens: tuple[int, ...] = (-1,)
+    without_timestamps: bool = False
+    max_initial_timestamp: float = 1.0
+    word_timestamps: bool = True
+    vad: bool = True  # skip non-speech and trim segments to speech
+    vad_threshold: float = 0.5
+    min_silence: float = 2.0  # silences at least this long are cut out of windows (s)
+    speech_pad: float = 0.4  # kept around each speech region (s)
+
+    def __post_init__(self):
+        if self.task not in ("transcribe", "translate"):
+            raise ValueError(f"task must be 'transcribe' or 'translate', got {self.task!r}")
+        if self.beam_size < 1 or self.best_of < 1:
+            raise ValueError("beam_size and best_of must be >= 1")
+        if not self.temperatures or any(not 0 <= t <= 2 for t in self.temperatures):
+            raise ValueError(f"temperatures must be a non-empty ladder within [0, 2]: {self.temperatures}")
+        if not 0 < self.vad_threshold < 1:
+            raise ValueError(f"vad_threshold must be within (0, 1), got {self.vad_threshold}")
+        if self.min_silence <= 0 or self.speech_pad < 0:
+            raise ValueError("min_silence must be > 0 and speech_pad >= 0")
+        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
+        object.__setattr__(self, "suppress_tokens", tuple(int(t) for t in self.suppress_tokens))
+
+    def decode_options(self, temperature: float) -> DecodeOptions:
+        """The window-level options for one step of the temperature ladder."""
+        return DecodeOptions(
+            beam_size=self.beam_size,
+            best_of=self.best_of,
+            patience=self.patience,
+            length_penalty=self.length_penalty,
+            repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+            temperature=temperature,
+            suppress_blank=self.suppress_blank,
+            suppress_tokens=self.suppress_tokens,
+            without_timestamps=self.without_timestamps,
+            max_initial_timestamp=self.max_initial_timestamp,
+        )
+
+    def to_dict(self) -> dict:
+        """Plain data, for job kwargs and the transcript row."""
+        d = asdict(self)
+        d["temperatures"] = list(self.temperatures)
+        d["suppress_tokens"] = list(self.suppress_tokens)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TranscribeOptions":
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown transcribe options: {sorted(unknown)}")
+        kw = dict(data)
+        for key in ("temperatures", "suppress_tokens"):
+            if key in kw:
+                kw[key] = tuple(kw[key])
+        return cls(**kw)
