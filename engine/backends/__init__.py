@@ -1,0 +1,33 @@
+"""Backends by name: each implements engine.backends.base.Backend."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from engine.backends.base import Alignment, Backend, Generation
+from engine.errors import BackendUnavailable
+from engine.models import ModelSpec
+
+
+def _ctranslate2(model: ModelSpec, **kw) -> Backend:
+    from engine.backends.ctranslate2_backend import CTranslate2Backend
+
+    return CTranslate2Backend(model, **kw)
+
+
+REGISTRY: dict[str, Callable[..., Backend]] = {"ctranslate2": _ctranslate2}
+
+
+def register(name: str, factory: Callable[..., Backend]) -> None:
+    """Add a backend factory (used by the Core ML backend and by tests)."""
+    REGISTRY[name] = factory
+
+
+def create_backend(name: str, model: ModelSpec, **kw) -> Backend:
+    """Build the backend called `name` for `model`."""
+    if name not in REGISTRY:
+        raise BackendUnavailable(name, f"unknown backend (known: {', '.join(sorted(REGISTRY))})")
+    return REGISTRY[name](model, **kw)
+
+
+__all__ = ["Alignment", "Backend", "Generation", "REGISTRY", "create_backend", "register"]

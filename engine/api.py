@@ -1,0 +1,88 @@
+"""The Python API: `Transcriber(model=..., compute=...).transcribe(path, TranscribeOptions(...))`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import engine
+from engine.backends import create_backend
+from engine.batching import BatchTranscriber, Event, FileDone, FileFailed, FileTask, WindowDone
+from engine.models import ModelSpec, resolve_model
+from engine.options import TranscribeOptions
+from engine.results import Segment, TranscriptInfo
+from engine.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A finished file: its segments and how they were made."""
+
+    segments: tuple[Segment, ...]
+    info: TranscriptInfo
+    timings: dict
+    wall_seconds: float
+
+
+class Transcriber:
+    """A loaded model on one backend; load once, transcribe many files."""
+
+    def __init__(self, model: str | Path | ModelSpec | None = None, compute: str = "auto",
+                 backend: str = "ctranslate2", threads: int = 0, compute_type: str | None = None,
+                 models_dir: Path | None = None):
+        self.model = model if isinstance(model, ModelSpec) else resolve_model(model, models_dir)
+        kwargs = {"compute": compute, "threads": threads}
+        if compute_type:
+            kwargs["compute_type"] = compute_type
+        self.backend = create_backend(backend, self.model, **kwargs)
+
+    def tokenizer(self, options: TranscribeOptions) -> Tokenizer:
+        return Tokenizer.from_model_dir(self.model.path, self.model.multilingual, task=options.task,
+                                        language=options.language or "en")
+
+    def info(self, path: str, duration: float, options: TranscribeOptions, language: str = "en",
+             language_probability: float = 1.0) -> TranscriptInfo:
+        """What a transcript of `path` made by this transcriber records about itself."""
+        return TranscriptInfo(str(path), duration, language, language_probability, self.model.name,
+                              self.model.sha256, self.backend.name, self.backend.compute,
+                              options.to_dict(), engine.__version__)
+
+    def stream(self, tasks: Iterable[FileTask], options: TranscribeOptions | None = None,
+               batch_size: int = 1) -> Iterator[Event]:
+        """Events (window done, file done, file failed) for many files decoded together."""
+        options = options or TranscribeOptions()
+        batcher = BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options, batch_size)
+        return batcher.run(tasks)
+
+    def transcribe_iter(self, path: str | Path, options: TranscribeOptions | None = None) -> Iterator[Segment]:
+        """Segments of one file as they are decoded; raises MediaError for unreadable media."""
+        for event in self.stream([FileTask(str(path), str(path))], options):
+            if isinstance(event, FileFailed):
+                raise event.error
+            if isinstance(event, WindowDone):
+                yield from event.segments
+
+    def transcribe(self, path: str | Path, options: TranscribeOptions | None = None) -> Transcript:
+        """The whole transcript of one file."""
+        options = options or TranscribeOptions()
+        return next(iter(self.transcribe_many([path], options)))
+
+    def transcribe_many(self, paths: Iterable[str | Path], options: TranscribeOptions | None = None,
+                        batch_size: int = 1) -> Iterator[Transcript | FileFailed]:
+        """Whole transcripts, in the order files finish; a bad file yields FileFailed and the rest go on."""
+        options = options or TranscribeOptions()
+        segments: dict[str, list[Segment]] = {}
+        started: dict[str, float] = {}
+        tasks = (FileTask(str(p), str(p)) for p in paths)
+        for event in self.stream(tasks, options, batch_size):
+            started.setdefault(event.key, time.perf_counter())
+            if isinstance(event, WindowDone):
+                segments.setdefault(event.key, []).extend(event.segments)
+            elif isinstance(event, FileFailed):
+                yield event
+            elif isinstance(event, FileDone):
+                info = self.info(event.key, event.duration, options, event.language, event.language_probability)
+                yield Transcript(tuple(segments.pop(event.key, [])), info, event.timings,
+                                 time.perf_counter() - started.pop(event.key))

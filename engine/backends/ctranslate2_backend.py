@@ -1,0 +1,109 @@
+"""CTranslate2 runtime: CPU (int8, float32) and CUDA (float16, int8_float16)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.backends.base import Alignment, Generation
+from engine.constants import TIME_PRECISION
+from engine.errors import BackendUnavailable, ModelError
+from engine.models import ModelSpec
+from engine.options import DecodeOptions
+
+_DEFAULT_TYPES = {"cpu": "int8", "cuda": "float16"}
+
+
+def cuda_available() -> bool:
+    """True when CTranslate2 sees an NVIDIA GPU."""
+    import ctranslate2
+
+    try:
+        return ctranslate2.get_cuda_device_count() > 0
+    except Exception:  # noqa: BLE001 - a broken driver means no GPU for us
+        return False
+
+
+class CTranslate2Backend:
+    """Whisper on CTranslate2; `compute` is cpu, gpu or auto."""
+
+    name = "ctranslate2"
+
+    def __init__(self, model: ModelSpec, compute: str = "auto", compute_type: str | None = None,
+                 threads: int = 0, device_index: int = 0):
+        import ctranslate2
+
+        if model.format != "ctranslate2":
+            raise ModelError(model.name, f"is a {model.format} model; the ctranslate2 backend needs model.bin")
+        device = self._device(compute)
+        self.compute = "gpu" if device == "cuda" else "cpu"
+        self.compute_type = compute_type or _DEFAULT_TYPES[device]
+        self._ct2 = ctranslate2
+        try:
+            self.model = ctranslate2.models.Whisper(
+                str(model.path), device=device, device_index=device_index,
+                compute_type=self.compute_type, intra_threads=threads, inter_threads=1)
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(model.name, f"cannot load with CTranslate2 ({exc})") from exc
+
+    @staticmethod
+    def _device(compute: str) -> str:
+        if compute in ("gpu", "cuda"):
+            if not cuda_available():
+                raise BackendUnavailable("gpu", "no CUDA GPU is visible to CTranslate2 on this machine")
+            return "cuda"
+        if compute == "auto":
+            return "cuda" if cuda_available() else "cpu"
+        if compute == "cpu":
+            return "cpu"
+        if compute in ("ane", "all"):
+            raise BackendUnavailable(
+                compute, "the Neural Engine needs macOS with Core ML (use --compute cpu or gpu on Linux)")
+        raise BackendUnavailable(compute, "unknown compute kind (cpu, gpu, ane, all, auto)")
+
+    def _view(self, array: np.ndarray):
+        return self._ct2.StorageView.from_array(np.ascontiguousarray(array))
+
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """Run the encoder on [B, n_mels, 3000] features; returns [B, 1500, d] on the host."""
+        out = self.model.encode(self._view(features.astype(np.float32, copy=False)), to_cpu=True)
+        return np.asarray(out)
+
+    def generate(self, encoded: np.ndarray, prompts: list[list[int]],
+                 options: DecodeOptions) -> list[Generation]:
+        """Beam search at temperature 0, best-of-N sampling above."""
+        sampling = options.temperature > 0
+        results = self.model.generate(
+            self._view(encoded), prompts,
+            beam_size=1 if sampling else options.beam_size,
+            num_hypotheses=options.best_of if sampling else 1,
+            sampling_topk=0 if sampling else 1,
+            sampling_temperature=options.temperature if sampling else 1.0,
+            patience=options.patience, length_penalty=options.length_penalty,
+            repetition_penalty=options.repetition_penalty,
+            no_repeat_ngram_size=options.no_repeat_ngram_size,
+            max_length=options.max_length, return_scores=True, return_no_speech_prob=True,
+            suppress_blank=options.suppress_blank, suppress_tokens=list(options.suppress_tokens),
+            max_initial_timestamp_index=int(round(options.max_initial_timestamp / TIME_PRECISION)))
+        return [self._generation(r, options.length_penalty) for r in results]
+
+    @staticmethod
+    def _generation(result, length_penalty: float) -> Generation:
+        tokens = tuple(result.sequences_ids[0])
+        # CTranslate2 returns the score normalized by length**penalty: undo that for the sum.
+        sum_logprob = result.scores[0] * (max(len(tokens), 1) ** length_penalty)
+        return Generation(tokens, float(sum_logprob), float(result.no_speech_prob))
+
+    def detect_language(self, encoded: np.ndarray) -> list[list[tuple[str, float]]]:
+        results = self.model.detect_language(self._view(encoded))
+        return [[(token[2:-2], prob) for token, prob in r] for r in results]
+
+    def align(self, encoded: np.ndarray, start_sequence: list[int], text_tokens: list[list[int]],
+              num_frames: list[int]) -> list[Alignment]:
+        """Cross-attention alignment over the model's alignment heads (DTW inside CTranslate2)."""
+        results = self.model.align(self._view(encoded), start_sequence, text_tokens, num_frames,
+                                   median_filter_width=7)
+        out = []
+        for r in results:
+            pairs = np.asarray(r.alignments, dtype=np.int64).reshape(-1, 2)
+            out.append(Alignment(pairs[:, 0], pairs[:, 1], tuple(r.text_token_probs)))
+        return out

@@ -1,0 +1,170 @@
+"""Continuous batching across files: every step encodes and decodes the current window of each
+file in flight together; a finished file frees its slot at once. Sequential decoding is this
+with a batch of one, not a second copy of the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from engine.backends.base import Backend
+from engine.decoding import decode_windows
+from engine.errors import MediaError
+from engine.options import TranscribeOptions
+from engine.results import Segment
+from engine.timing import words_from_alignment
+from engine.tokenizer import Tokenizer
+from engine.transcribe import LongFormDecoder, Window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """A file to transcribe, possibly resuming: `key` is the caller's handle for it."""
+
+    key: Any
+    path: str
+    start_seek: int = 0
+    start_window: int = 0
+    previous_tokens: tuple[int, ...] = ()
+    first_segment_id: int = 0
+
+
+@dataclass(frozen=True)
+class WindowDone:
+    """One window of one file is decoded: save `segments`; resume later from `next_window`/`next_seek`."""
+
+    key: Any
+    window: int
+    seek: int
+    next_window: int
+    next_seek: int
+    segments: tuple[Segment, ...]
+    duration: float  # best known duration of the file so far
+
+
+@dataclass(frozen=True)
+class FileDone:
+    key: Any
+    duration: float
+    language: str
+    language_probability: float
+    timings: dict
+
+
+@dataclass(frozen=True)
+class FileFailed:
+    key: Any
+    error: Exception
+
+
+Event = WindowDone | FileDone | FileFailed
+
+
+@dataclass
+class _Slot:
+    task: FileTask
+    decoder: LongFormDecoder
+    language: str = "en"
+    language_probability: float = 1.0
+    timings: dict = field(default_factory=lambda: defaultdict(float))
+
+
+class BatchTranscriber:
+    """Runs up to `batch_size` files at once through one backend."""
+
+    def __init__(self, backend: Backend, tokenizer: Tokenizer, n_mels: int, options: TranscribeOptions,
+                 batch_size: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend, self.tokenizer, self.n_mels = backend, tokenizer, n_mels
+        self.options, self.batch_size = options, batch_size
+
+    def run(self, tasks: Iterable[FileTask]) -> Iterator[Event]:
+        """Yield events as windows finish; `tasks` is pulled lazily as slots free up."""
+        pending = iter(tasks)
+        slots: list[_Slot] = []
+        while True:
+            yield from self._fill(slots, pending)
+            if not slots:
+                return
+            ready, events = self._windows(slots)
+            yield from events
+            if ready:
+                yield from self._step(ready)
+
+    def _fill(self, slots: list[_Slot], pending: Iterator[FileTask]) -> Iterator[Event]:
+        """Open files until every slot is taken; a file that cannot be opened fails alone."""
+        while len(slots) < self.batch_size:
+            task = next(pending, None)
+            if task is None:
+                return
+            try:
+                slots.append(_Slot(task, self._open(task)))
+            except MediaError as exc:
+                yield FileFailed(task.key, exc)
+
+    def _open(self, task: FileTask) -> LongFormDecoder:
+        return LongFormDecoder(task.path, self.tokenizer, self.options, self.n_mels, task.start_seek,
+                               task.start_window, task.previous_tokens, task.first_segment_id)
+
+    def _windows(self, slots: list[_Slot]) -> tuple[list[tuple[_Slot, Window]], list[Event]]:
+        """The next window of every slot; finished or failing files leave their slot."""
+        ready, events = [], []
+        for slot in list(slots):
+            started = time.perf_counter()
+            try:
+                window = slot.decoder.next_window()
+            except MediaError as exc:
+                slots.remove(slot)
+                events.append(FileFailed(slot.task.key, exc))
+                continue
+            slot.timings["audio_and_features"] += time.perf_counter() - started
+            if window is None:
+                slots.remove(slot)
+                events.append(FileDone(slot.task.key, slot.decoder.audio.duration, slot.language,
+                                       slot.language_probability, dict(slot.timings)))
+            else:
+                ready.append((slot, window))
+        return ready, events
+
+    def _step(self, ready: list[tuple[_Slot, Window]]) -> Iterator[WindowDone]:
+        """Encode, decode, split and align one window per file, all files at once."""
+        windows = [w for _, w in ready]
+        clock = time.perf_counter()
+        encoded = self.backend.encode(np.stack([w.features for w in windows]))
+        encode_s, clock = time.perf_counter() - clock, time.perf_counter()
+        decoded = decode_windows(self.backend, encoded, [w.prompt for w in windows], self.options,
+                                 self.tokenizer)
+        generate_s, clock = time.perf_counter() - clock, time.perf_counter()
+        splits = [slot.decoder.split(w, d) for (slot, w), d in zip(ready, decoded)]
+        words = self._align(encoded, windows, splits) if self.options.word_timestamps else [None] * len(ready)
+        align_s = time.perf_counter() - clock
+        share = 1.0 / len(ready)
+        for i, ((slot, window), result) in enumerate(zip(ready, decoded)):
+            for name, seconds in (("encode", encode_s), ("generate", generate_s), ("align", align_s)):
+                slot.timings[name] += seconds * share
+            raw, next_seek = splits[i]
+            segments = slot.decoder.accept(window, result, raw, next_seek, words[i])
+            yield WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
+                             slot.decoder.seek, tuple(segments), slot.decoder.audio.duration)
+
+    def _align(self, encoded: np.ndarray, windows: list[Window], splits) -> list:
+        """Word times for every window that kept text, in one alignment call."""
+        items = [i for i, (raw, _) in enumerate(splits) if raw]
+        words: list = [None] * len(windows)
+        if not items:
+            return words
+        text = [[t for r in splits[i][0] for t in r.text_tokens] for i in items]
+        results = self.backend.align(encoded[items], list(self.tokenizer.sot_sequence), text,
+                                     [windows[i].num_frames for i in items])
+        for i, tokens, alignment in zip(items, text, results):
+            words[i] = words_from_alignment(self.tokenizer, tokens, alignment)
+        return words

@@ -1,0 +1,101 @@
+"""Decode a batch of 30 s windows: prompts, beam search, temperature fallback, quality checks."""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.backends.base import Backend, Generation
+from engine.options import TranscribeOptions
+from engine.tokenizer import Tokenizer
+
+# Previous-text lengths are cut to one of these, so that prompts of files decoded together
+# line up (CTranslate2 needs <|startoftranscript|> at one position across a batch) while a
+# file's prompt depends only on its own history: batched results equal unbatched ones.
+PREVIOUS_TEXT_LADDER = (223, 192, 160, 128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1)
+
+
+@dataclass(frozen=True)
+class DecodedWindow:
+    """The accepted result for one window, with the measures the fallback judged it by."""
+
+    tokens: tuple[int, ...]
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    temperature: float
+
+
+def compression_ratio(text: str) -> float:
+    """How much zlib shrinks the text: repetitive (hallucinated) text compresses well."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def previous_context(tokens: list[int]) -> list[int]:
+    """The tail of the previous text to condition on, its length taken from the ladder."""
+    for n in PREVIOUS_TEXT_LADDER:
+        if len(tokens) >= n:
+            return list(tokens[-n:])
+    return []
+
+
+def build_prompt(tokenizer: Tokenizer, previous: list[int], without_timestamps: bool) -> list[int]:
+    """<|startofprev|> previous text, then the start sequence, then <|notimestamps|> if asked."""
+    prompt = [tokenizer.sot_prev, *previous] if previous else []
+    prompt.extend(tokenizer.sot_sequence)
+    if without_timestamps:
+        prompt.append(tokenizer.no_timestamps)
+    return prompt
+
+
+def decode_windows(backend: Backend, encoded: np.ndarray, prompts: list[list[int]],
+                   options: TranscribeOptions, tokenizer: Tokenizer) -> list[DecodedWindow]:
+    """Decode every window, re-running only the failing ones at the next temperature."""
+    attempts: list[list[DecodedWindow]] = [[] for _ in prompts]
+    pending = list(range(len(prompts)))
+    for temperature in options.temperatures:
+        if not pending:
+            break
+        decode_options = options.decode_options(temperature)
+        for group in _same_length_groups(pending, prompts):
+            generations = backend.generate(encoded[group], [prompts[i] for i in group], decode_options)
+            for i, generation in zip(group, generations):
+                attempts[i].append(_judge(generation, temperature, tokenizer))
+        pending = [i for i in pending if _needs_fallback(attempts[i][-1], options)]
+    return [_best(a, options) if i in set(pending) else a[-1] for i, a in enumerate(attempts)]
+
+
+def _same_length_groups(indices: list[int], prompts: list[list[int]]) -> list[list[int]]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in indices:
+        groups[len(prompts[i])].append(i)
+    return list(groups.values())
+
+
+def _judge(generation: Generation, temperature: float, tokenizer: Tokenizer) -> DecodedWindow:
+    tokens = generation.tokens
+    text = tokenizer.decode([t for t in tokens if t < tokenizer.eot])
+    return DecodedWindow(tokens, generation.sum_logprob / (len(tokens) + 1), generation.no_speech_prob,
+                         compression_ratio(text), temperature)
+
+
+def _needs_fallback(result: DecodedWindow, options: TranscribeOptions) -> bool:
+    """Whisper's rule: too repetitive or too unlikely, unless the window is silence anyway."""
+    low_logprob = options.log_prob_threshold is not None and result.avg_logprob < options.log_prob_threshold
+    if options.no_speech_threshold is not None and result.no_speech_prob > options.no_speech_threshold \
+            and low_logprob:
+        return False
+    too_repetitive = options.compression_ratio_threshold is not None \
+        and result.compression_ratio > options.compression_ratio_threshold
+    return too_repetitive or low_logprob
+
+
+def _best(attempts: list[DecodedWindow], options: TranscribeOptions) -> DecodedWindow:
+    """When every temperature failed: the likeliest attempt that is not too repetitive."""
+    threshold = options.compression_ratio_threshold
+    fine = [a for a in attempts if threshold is None or a.compression_ratio <= threshold]
+    return max(fine or attempts, key=lambda a: a.avg_logprob)

