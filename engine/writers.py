@@ -81,8 +81,13 @@ def _clean(text: str) -> str:
 
 def _segment_words(seg: Segment) -> list[tuple[str, float, float]]:
     """A segment's words with times: its word timings, else its text spread by character count."""
-    words = [(_clean(w.word), w.start, w.end) for w in seg.words]
-    words = [w for w in words if w[0]]
+    words: list[tuple[str, float, float]] = []
+    for w in seg.words:
+        text = _clean(w.word)
+        if words and text and not w.word[:1].isspace():  # "flower" + "-fattened": one word on screen
+            words[-1] = (words[-1][0] + text, words[-1][1], w.end)
+        elif text:
+            words.append((text, w.start, w.end))
     if words:
         return words
     parts = _clean(seg.text).split(" ")
