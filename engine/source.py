@@ -19,6 +19,7 @@ class AudioCursor:
         self.speech = SpeechDetector() if vad else None
         self._buffer = np.empty(0, np.float32)
         self._buffer_start = 0  # sample index of _buffer[0]
+        self._keep_from = 0  # audio before this sample is never needed again
         self.eof = False
 
     @property
@@ -32,7 +33,7 @@ class AudioCursor:
         return self.end / SAMPLE_RATE if self.eof else max(self.info.duration or 0.0, self.end / SAMPLE_RATE)
 
     def read_until(self, sample: int) -> None:
-        """Decode until `sample` is buffered or the stream ends."""
+        """Decode until `sample` is buffered or the stream ends, keeping nothing before the keep point."""
         chunks = [self._buffer]
         end = self.end
         while not self.eof and end < sample:
@@ -43,11 +44,13 @@ class AudioCursor:
                     self.speech.close()
                 break
             if self.speech is not None:
-                self.speech.feed(chunk)
+                self.speech.feed(chunk)  # voice activity needs every sample, even skipped ones
             chunks.append(chunk)
             end += len(chunk)
-        if len(chunks) > 1:
-            self._buffer = np.concatenate(chunks)
+            while len(chunks) > 1 and self._buffer_start + len(chunks[0]) <= self._keep_from:
+                self._buffer_start += len(chunks.pop(0))  # resuming far into a file: stay flat
+        self._buffer = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        self.forget_before(self._keep_from)
 
     def slice(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) (stop clipped to what was read)."""
@@ -55,6 +58,7 @@ class AudioCursor:
 
     def forget_before(self, sample: int) -> None:
         """Drop audio before `sample`: the loop never goes back."""
+        self._keep_from = max(self._keep_from, sample)
         drop = min(max(0, sample - self._buffer_start), len(self._buffer))
         if drop:
             self._buffer = self._buffer[drop:].copy()

@@ -94,6 +94,7 @@ class LongFormDecoder:
     def _next_span(self) -> tuple[int, int] | None:
         """(seek, stop) of the next window with speech in it."""
         while True:
+            self.audio.forget_before(self.seek)
             lookahead = N_SAMPLES + frames_of(self.options.min_silence + self.options.speech_pad) * FRAME
             self.audio.read_until(self.seek + lookahead)
             end = self.audio.end
