@@ -1,0 +1,316 @@
+"""Media decoding through ffmpeg: probe a file, then stream it as 16 kHz mono float32.
+
+Every call runs ffmpeg/ffprobe as a child process with an argument list (no
+shell), `-nostdin`, and the input given as `file:<absolute path>` so that no
+file name (spaces, quotes, unicode, a leading '-', a ':') is ever read as an
+option or a protocol.  Failures become `MediaError(path, reason)` with a short
+one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, replace
+from typing import IO, Iterator
+
+import ffmpeg
+import numpy as np
+
+from engine.constants import SAMPLE_RATE
+from engine.errors import MediaError, NoAudioStream
+
+PROBE_TIMEOUT_S = 120.0
+_GLOBAL_ARGS = ["-nostdin", "-hide_banner"]
+_STDERR_TAIL_BYTES = 64 * 1024
+_BYTES_PER_SAMPLE = 2  # s16le, as openai/whisper decodes (its downmix is normalised, never > 1)
+
+# stderr pattern -> (reason, error class); checked in order, first match wins.
+_KNOWN_FAILURES: list[tuple[re.Pattern[str], str, type[MediaError]]] = [
+    (re.compile(r"moov atom not found", re.I), "truncated or corrupt: moov atom not found", MediaError),
+    (re.compile(r"does not contain any stream|matches no streams", re.I), "no audio stream", NoAudioStream),
+    (re.compile(r"Invalid data found when processing input", re.I), "not a media file (invalid data)", MediaError),
+    (re.compile(r"Invalid argument\s*$", re.I | re.M), "not a media file (invalid data)", MediaError),
+    (re.compile(r"Permission denied", re.I), "permission denied", MediaError),
+    (re.compile(r"No such file or directory", re.I), "file not found", MediaError),
+]
+_NOISE_LINES = re.compile(
+    r"^(Conversion failed!|At least one output file must be specified|Error opening (input|output) files?\b.*)$"
+)
+_CHANNEL_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4,
+                    "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6, "6.1": 7, "7.1": 8}
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What probe() learned about a file; `codec`/`sample_rate`/`channels` describe its first audio stream."""
+
+    path: str
+    duration: float
+    codec: str | None
+    has_audio: bool
+    has_video: bool
+    format_name: str | None
+    sample_rate: int | None
+    channels: int | None
+
+
+def ffmpeg_binary() -> str:
+    """The system ffmpeg on PATH, else the one bundled with imageio-ffmpeg."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffprobe_binary() -> str | None:
+    """The system ffprobe on PATH, or None (imageio-ffmpeg ships no ffprobe)."""
+    return shutil.which("ffprobe")
+
+
+def _input_url(path: str | os.PathLike) -> str:
+    """`file:` + absolute path, so ffmpeg never parses the name as an option or protocol."""
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+def check_readable(path: str | os.PathLike) -> str:
+    """Fail fast with a clear MediaError for a missing, directory, unreadable or empty path."""
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise MediaError(p, "file not found", permanent=False) from None
+    except OSError as exc:
+        raise MediaError(p, f"cannot stat: {exc.strerror}", permanent=False) from None
+    if os.path.isdir(p):
+        raise MediaError(p, "is a directory")
+    if not os.access(p, os.R_OK):
+        raise MediaError(p, "permission denied", permanent=False)
+    if st.st_size == 0:
+        raise MediaError(p, "empty file")
+    return p
+
+
+def _last_meaningful_line(stderr: str) -> str:
+    """The last stderr line that says something, without ffmpeg's '[demuxer @ 0x..]' prefix."""
+    for line in reversed(stderr.splitlines()):
+        line = re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line.strip())
+        if line and not _NOISE_LINES.match(line):
+            return line[:200]
+    return "ffmpeg failed without a message"
+
+
+def media_error_from_stderr(path: str, stderr: str, returncode: int | None = None) -> MediaError:
+    """Turn ffmpeg/ffprobe stderr into a MediaError (or NoAudioStream) with a one-line reason."""
+    for pattern, reason, cls in _KNOWN_FAILURES:
+        if pattern.search(stderr):
+            return cls(path, reason)
+    if returncode is not None and returncode < 0:  # killed by a signal: maybe transient
+        return MediaError(path, f"decoder killed by signal {-returncode}", permanent=False)
+    line = _last_meaningful_line(stderr).replace(_input_url(path) + ": ", "")
+    return MediaError(path, line)
+
+
+def _run(path: str, args: list[str]) -> subprocess.CompletedProcess:
+    """Run a short ffmpeg/ffprobe command with stdin closed; a timeout becomes a transient MediaError."""
+    try:
+        return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise MediaError(path, f"probe timed out after {PROBE_TIMEOUT_S:.0f} s", permanent=False) from None
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Describe a media file; raise MediaError if it cannot be read, NoAudioStream if it has no audio."""
+    p = check_readable(path)
+    info = _probe_ffprobe(p) if ffprobe_binary() else _probe_ffmpeg(p)
+    if not info.has_audio:
+        raise NoAudioStream(p, "no audio stream")
+    if info.duration is None or not info.duration > 0:
+        info = _with_decoded_duration(info)
+    return info
+
+
+def _probe_ffprobe(path: str) -> MediaInfo:
+    """Probe through `ffprobe -print_format json`."""
+    args = [ffprobe_binary(), "-v", "error", "-print_format", "json",
+            "-show_format", "-show_streams", _input_url(path)]
+    res = _run(path, args)
+    stderr = res.stderr.decode("utf-8", "replace")
+    try:
+        data = json.loads(res.stdout or b"{}")
+    except json.JSONDecodeError:
+        data = {}
+    if res.returncode != 0 or "format" not in data:
+        raise media_error_from_stderr(path, stderr, res.returncode)
+    return _info_from_json(path, data)
+
+
+def _info_from_json(path: str, data: dict) -> MediaInfo:
+    """Build MediaInfo from ffprobe's JSON; the container duration wins (it honours mp4 edit lists)."""
+    streams = data.get("streams", [])
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    video = [s for s in streams if s.get("codec_type") == "video"
+             and not s.get("disposition", {}).get("attached_pic")]
+    fmt = data.get("format", {})
+    first = audio[0] if audio else {}
+    duration = _float(fmt.get("duration")) or _float(first.get("duration"))
+    return MediaInfo(
+        path=path, duration=duration, codec=first.get("codec_name"),
+        has_audio=bool(audio), has_video=bool(video), format_name=fmt.get("format_name"),
+        sample_rate=_int(first.get("sample_rate")), channels=_int(first.get("channels")),
+    )
+
+
+def _float(value) -> float | None:
+    """float(value), or None when absent or not a number ('N/A')."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value) -> int | None:
+    """int(value), or None when absent or not a number."""
+    f = _float(value)
+    return int(f) if f is not None else None
+
+
+_INPUT_RE = re.compile(r"^Input #0, (?P<fmt>.+?), from '", re.M)
+_DURATION_RE = re.compile(r"Duration: (?P<h>\d+):(?P<m>\d+):(?P<s>\d+(?:\.\d+)?)")
+_STREAM_RE = re.compile(r"^\s*Stream #0:\d+\S*: (?P<kind>Audio|Video): (?P<rest>.*)$", re.M)
+_AUDIO_RE = re.compile(r"^(?P<codec>[\w-]+).*?, (?P<rate>\d+) Hz, (?P<layout>[^,]+)")
+
+
+def _probe_ffmpeg(path: str) -> MediaInfo:
+    """Probe by parsing `ffmpeg -i` stderr, for hosts without ffprobe."""
+    res = _run(path, [ffmpeg_binary(), *_GLOBAL_ARGS, "-i", _input_url(path)])
+    text = res.stderr.decode("utf-8", "replace")
+    head = _INPUT_RE.search(text)
+    if head is None:
+        raise media_error_from_stderr(path, text, res.returncode)
+    dur = _DURATION_RE.search(text)
+    duration = (int(dur["h"]) * 3600 + int(dur["m"]) * 60 + float(dur["s"])) if dur else None
+    streams = [(m["kind"], m["rest"]) for m in _STREAM_RE.finditer(text)]
+    audio = [_AUDIO_RE.match(rest) for kind, rest in streams if kind == "Audio"]
+    video = [rest for kind, rest in streams if kind == "Video" and "attached pic" not in rest]
+    first = audio[0] if audio else None
+    return MediaInfo(
+        path=path, duration=duration, codec=first["codec"] if first else None,
+        has_audio=bool(audio), has_video=bool(video), format_name=head["fmt"],
+        sample_rate=int(first["rate"]) if first else None,
+        channels=_parse_channels(first["layout"]) if first else None,
+    )
+
+
+def _parse_channels(layout: str) -> int | None:
+    """Channel count from an ffmpeg layout name ('mono', '5.1', '3 channels')."""
+    layout = layout.strip()
+    m = re.match(r"(\d+) channels", layout)
+    if m:
+        return int(m.group(1))
+    return _CHANNEL_LAYOUTS.get(layout)
+
+
+def _with_decoded_duration(info: MediaInfo) -> MediaInfo:
+    """Fill a missing container duration by decoding the audio and counting samples (bounded memory)."""
+    samples = sum(len(chunk) for chunk in stream_audio(info.path))
+    return replace(info, duration=samples / SAMPLE_RATE)
+
+
+def decode_args(path: str | os.PathLike) -> list[str]:
+    """ffmpeg argument list that writes the first audio stream as 16 kHz mono s16le to stdout.
+
+    s16 (not f32) output matters: swresample then normalises the downmix to (L+R)/2
+    like Whisper's own loader, where float output would mix at 0.707*(L+R) and exceed 1.
+    """
+    out = ffmpeg.input(_input_url(path)).output(
+        "pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE,
+        vn=None, sn=None, dn=None, map="0:a:0",
+    )
+    args = out.compile(cmd=ffmpeg_binary())
+    return [args[0], *_GLOBAL_ARGS, "-loglevel", "error", *args[1:]]
+
+
+def stream_audio(path: str | os.PathLike, chunk_seconds: float = 30.0) -> Iterator[np.ndarray]:
+    """Yield 16 kHz mono float32 chunks of exactly chunk_seconds (the last may be shorter).
+
+    Path problems raise at once; decoding starts on the first next() and reads the
+    pipe chunk by chunk, so memory stays bounded whatever the file length.
+    """
+    p = check_readable(path)
+    n = int(round(chunk_seconds * SAMPLE_RATE))
+    if n <= 0:
+        raise ValueError(f"chunk_seconds must be at least 1/{SAMPLE_RATE} s, got {chunk_seconds}")
+    return _decode(p, n)
+
+
+def _decode(path: str, chunk_samples: int) -> Iterator[np.ndarray]:
+    """Run ffmpeg, yield its stdout in chunks, then check its exit status; always reaps the child."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(decode_args(path), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=err)
+        try:
+            yield from _read_chunks(proc.stdout, chunk_samples)
+            returncode = proc.wait()
+        finally:
+            _reap(proc)
+        if returncode != 0:
+            raise media_error_from_stderr(path, _tail(err), returncode)
+
+
+def _read_chunks(pipe: IO[bytes], chunk_samples: int) -> Iterator[np.ndarray]:
+    """Read the pipe one chunk at a time (bounded memory) and scale int16 to float32 in [-1, 1)."""
+    nbytes = chunk_samples * _BYTES_PER_SAMPLE
+    buf = bytearray(nbytes)
+    while True:
+        got = _read_into(pipe, memoryview(buf))
+        count = got // _BYTES_PER_SAMPLE
+        if count:
+            chunk = np.frombuffer(buf, dtype="<i2", count=count).astype(np.float32)
+            chunk *= 1.0 / 32768.0
+            yield chunk
+        if got < nbytes:
+            return
+
+
+def _read_into(pipe: IO[bytes], view: memoryview) -> int:
+    """Fill `view` from the pipe; returns the bytes read, fewer only at end of stream."""
+    got = 0
+    while got < len(view):
+        k = pipe.readinto(view[got:])
+        if not k:
+            break
+        got += k
+    return got
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Kill the decoder if it still runs (early close), close its pipe and wait: no zombie."""
+    if proc.poll() is None:
+        proc.kill()
+    if proc.stdout is not None:
+        proc.stdout.close()
+    proc.wait()
+
+
+def _tail(err: IO[bytes]) -> str:
+    """The last few KiB of a captured stderr file, decoded."""
+    size = err.seek(0, os.SEEK_END)
+    err.seek(max(0, size - _STDERR_TAIL_BYTES))
+    return err.read().decode("utf-8", "replace")
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+    """Decode a whole file to one 16 kHz mono float32 array (for short files and tests)."""
+    chunks = list(stream_audio(path))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+__all__ = ["MediaInfo", "ffmpeg_binary", "ffprobe_binary", "probe", "stream_audio",
+           "load_audio", "decode_args", "check_readable", "media_error_from_stderr"]
