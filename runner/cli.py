@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from engine.errors import ScriptoriumError
+from runner.errors import RunnerError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -19,7 +20,7 @@ class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except ScriptoriumError as exc:
+        except (ScriptoriumError, RunnerError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_FAILED)
 
@@ -82,6 +83,307 @@ def transcribe(files, model, compute, threads, beam_size, language, fmt, output_
     transcriber = Transcriber(model=model, compute=compute, threads=threads)
     failed = transcribe_files(list(files), transcriber, options, resolve_formats(fmt), Path(output_dir), batch)
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def data_options(func):
+    """--data, --db, --redis: where the catalog and the queue are (also SCRIPTORIUM_DB, SCRIPTORIUM_REDIS)."""
+    func = click.option("--data", type=click.Path(file_okay=False), default=None, envvar="SCRIPTORIUM_DATA",
+                        help="Data folder (default ./scriptorium-data): catalog.db, outputs/, redis/.")(func)
+    func = click.option("--db", default=None, envvar="SCRIPTORIUM_DB",
+                        help="Catalog SQLAlchemy URL (default: SQLite in the data folder).")(func)
+    func = click.option("--redis", "redis_url", default=None, envvar="SCRIPTORIUM_REDIS",
+                        help="Redis URL (redis://, rediss://, unix://); default: an embedded Redis.")(func)
+    return func
+
+
+def _settings(data, db, redis_url, **kw):
+    from runner.config import Settings
+
+    return Settings.resolve(data, db, redis_url, **kw)
+
+
+def _catalog(settings):
+    from runner.db import Catalog
+
+    return Catalog.open(settings.db_url)
+
+
+def _options(beam_size: int, language: str | None):
+    from engine.options import TranscribeOptions
+
+    return TranscribeOptions(beam_size=beam_size, language=language)
+
+
+def _redis_or_embedded(settings):
+    """The configured Redis, or the embedded one under DATA (started if needed)."""
+    if settings.redis_url:
+        return settings, None
+    import dataclasses
+
+    from runner.embedded_redis import EmbeddedRedis
+
+    embedded = EmbeddedRedis(settings.redis_dir)
+    embedded.start()
+    return dataclasses.replace(settings, redis_url=embedded.url), embedded
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@data_options
+@model_options
+@click.option("--workers", type=int, default=None, help="Worker processes (default: sized to the machine).")
+@click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
+              help="Write subtitles under DATA/outputs/ (mirroring folders) or next to each media file.")
+def run(paths, data, db, redis_url, model, compute, threads, beam_size, language, workers, outputs):
+    """Scan PATHS, transcribe everything new, and wait until done.
+
+    Starts its own Redis (unless --redis is given), a pool of workers, shows one progress
+    bar in audio minutes, and prints a summary. Run it again: nothing done is redone.
+    Interrupted (Ctrl-C or kill -9)? Run it again; it resumes from the last finished window.
+    Exit code 0 when every media file is done, 1 if any failed.
+
+    Example:
+
+        scriptorium run ~/podcasts --data ~/archive-data
+    """
+    from runner.run import run as run_all
+
+    settings = _settings(data, db, redis_url, outputs=outputs)
+    compute = "cpu" if compute == "auto" and not _has_gpu() else ("gpu" if compute == "auto" else compute)
+    code = run_all(settings, [Path(p) for p in paths], workers, threads or None, compute, model,
+                   _options(beam_size, language))
+    sys.exit(code)
+
+
+def _has_gpu() -> bool:
+    from engine.backends.ctranslate2_backend import cuda_available
+
+    return cuda_available()
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@data_options
+@click.option("--model", default=None, help="Re-queue files whose transcript came from another model.")
+@click.option("--no-queue", is_flag=True, help="Only record files in the catalog.")
+def scan(paths, data, db, redis_url, model, no_queue):
+    """Find media under PATHS and queue each new or changed file.
+
+    Files are recognised by probing, not by extension; unreadable and non-media files are
+    recorded with the reason. Unchanged files that are done are skipped.
+
+    Example:
+
+        scriptorium scan /mnt/archive --redis redis://queue-host:6379/0 --db postgresql://...
+    """
+    from engine.models import resolve_model
+    from runner.queue import connect, enqueue, job_queue
+    from runner.scanner import Scanner
+
+    settings = _settings(data, db, redis_url)
+    catalog = _catalog(settings)
+    spec = resolve_model(model, settings.models_dir) if model else None
+    summary = Scanner(catalog, spec.sha256 if spec else None).scan([Path(p) for p in paths],
+                                                                    progress=sys.stderr.isatty())
+    if not no_queue and summary.to_queue:
+        settings, embedded = _redis_or_embedded(settings)
+        queue = job_queue(connect(settings.redis_url), settings.queue_name)
+        options = _options(5, None).to_dict()
+        for media_id, duration in summary.to_queue:
+            enqueue(queue, media_id, options, model, duration)
+    click.echo(summary.line())
+
+
+@main.command()
+@data_options
+@model_options
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True)
+def worker(data, db, redis_url, model, compute, threads, beam_size, language, burst, outputs):
+    """Take transcription jobs from the queue until stopped.
+
+    The model is loaded once. SIGTERM stops after the current window; the file goes back to
+    the queue and resumes there. A compute kind this machine lacks exits at once (code 1).
+
+    Example:
+
+        scriptorium worker --compute gpu --redis redis://queue-host:6379/0 --db postgresql://...
+    """
+    from runner.worker import run_worker
+
+    settings = _settings(data, db, redis_url, outputs=outputs)
+    settings, embedded = _redis_or_embedded(settings)
+    try:
+        run_worker(settings, compute=compute, threads=threads, model=model, burst=burst)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@main.command()
+@data_options
+@click.option("--cpu", "n_cpu", type=int, default=0, help="CPU workers.")
+@click.option("--gpu", "n_gpu", type=int, default=0, help="GPU (CUDA) workers.")
+@click.option("--ane", "n_ane", type=int, default=0, help="Neural Engine workers (macOS).")
+@click.option("--threads", type=int, default=0, help="Threads per CPU worker (0: cores / workers).")
+@click.option("--burst", is_flag=True, help="Workers exit once the queue is empty.")
+def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, burst):
+    """Start a pool of workers of mixed kinds and wait for them.
+
+    Example:
+
+        scriptorium workers --cpu 2 --gpu 1
+    """
+    import os
+    import subprocess
+
+    from runner.worker import set_parent_death_signal
+
+    settings = _settings(data, db, redis_url)
+    settings, embedded = _redis_or_embedded(settings)
+    kinds = ["cpu"] * n_cpu + ["gpu"] * n_gpu + ["ane"] * n_ane
+    if not kinds:
+        raise click.UsageError("ask for at least one worker: --cpu N, --gpu N or --ane N")
+    per = threads or max(1, (os.cpu_count() or 1) // max(1, n_cpu))
+    cmds = [[sys.executable, "-m", "runner.cli", "worker", "--db", settings.db_url, "--redis", settings.redis_url,
+             "--data", str(settings.data_dir), "--compute", k, "--threads", str(per)] + (["--burst"] if burst else [])
+            for k in kinds]
+    procs = [subprocess.Popen(c, preexec_fn=set_parent_death_signal) for c in cmds]
+    codes = [p.wait() for p in procs]
+    if embedded is not None:
+        embedded.stop()
+    sys.exit(max(codes))
+
+
+@main.command()
+@data_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(data, db, redis_url, as_json):
+    """Counts by state, audio hours done and left, speed, ETA, workers, failures.
+
+    Example:
+
+        scriptorium status --json | jq '.files[] | select(.status=="failed")'
+    """
+    import json
+
+    from runner.report import build_report, format_report
+
+    report = build_report(_catalog(_settings(data, db, redis_url)))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+
+
+@main.command()
+@click.argument("query")
+@data_options
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--folder", default=None, help="Only files under this folder.")
+@click.option("--model", default=None, help="Only transcripts made by this model.")
+@click.option("--raw", is_flag=True, help="Use the database's full-text syntax (FTS5 / websearch).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of hits.")
+def search(query, data, db, redis_url, limit, folder, model, raw, as_json):
+    """Full-text search over every transcribed segment.
+
+    Example:
+
+        scriptorium search "election day" --limit 5
+    """
+    import dataclasses
+    import json
+
+    from runner.search import search as run_search
+
+    hits = run_search(_catalog(_settings(data, db, redis_url)), query, limit=limit, folder=folder, model=model,
+                      raw=raw)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(h) for h in hits], indent=2))
+        return
+    for h in hits:
+        click.echo(f"{h.path} [{_clock(h.start)} - {_clock(h.end)}] {h.marked}")
+    if not hits:
+        click.echo("no hits", err=True)
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:d}:{whole % 3600 // 60:02d}:{whole % 60:02d}.{int((seconds - whole) * 10)}"
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@data_options
+@click.option("--format", "fmt", type=click.Choice(["txt", "srt", "vtt", "json", "all"]), default="all")
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False), required=True,
+              help="Where to write (same tree as under DATA/outputs).")
+def export(paths, data, db, redis_url, fmt, output_dir):
+    """Rewrite outputs of done files from the catalog (all files, or those under PATHS).
+
+    Example:
+
+        scriptorium export ~/podcasts/2024 --format srt -o ~/subs
+    """
+    from runner.export import export_outputs
+    from runner.transcribe_cmd import resolve_formats
+
+    settings = _settings(data, db, redis_url)
+    count = export_outputs(_catalog(settings), Path(output_dir), resolve_formats(fmt), [Path(p) for p in paths])
+    click.echo(f"exported {count} files")
+
+
+@main.command()
+@data_options
+def retry(data, db, redis_url):
+    """Queue failed files again (their attempt count starts over).
+
+    Example:
+
+        scriptorium retry
+    """
+    from runner.export import failed_to_queued
+    from runner.queue import connect, enqueue, job_queue
+
+    settings = _settings(data, db, redis_url)
+    ids = failed_to_queued(_catalog(settings))
+    settings, embedded = _redis_or_embedded(settings)
+    queue = job_queue(connect(settings.redis_url), settings.queue_name)
+    for media_id, duration in ids:
+        enqueue(queue, media_id, _options(5, None).to_dict(), None, duration)
+    click.echo(f"queued {len(ids)} failed files again")
+
+
+@main.group()
+def db():
+    """Catalog schema: upgrade and check migrations."""
+
+
+@db.command()
+@data_options
+def upgrade(data, db, redis_url):
+    """Apply Alembic migrations up to head.
+
+    Example:
+
+        scriptorium db upgrade --db postgresql://scriptorium@db-host/scriptorium
+    """
+    from runner.db import upgrade as do_upgrade
+
+    do_upgrade(_settings(data, db, redis_url).db_url)
+    click.echo("catalog at head")
+
+
+@db.command()
+@data_options
+def check(data, db, redis_url):
+    """Fail (exit 1) if the schema is behind or differs from the code.
+
+    Example:
+
+        scriptorium db check
+    """
+    from runner.db import check as do_check
+
+    do_check(_settings(data, db, redis_url).db_url)
+    click.echo("catalog schema matches the code")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,371 @@
+"""The catalog database: engine set-up, Alembic migrations, and the worker's transactional helpers.
+
+Every helper is one transaction. On SQLite, writes begin IMMEDIATE so that concurrent workers
+wait for the write lock (busy_timeout) instead of failing when a read turns into a write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy import delete, event, func, select
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+import migrations
+from engine.results import Segment, TranscriptInfo, Word
+from runner import catalog as m
+from runner.errors import CatalogError
+from runner.status import Status
+
+# __path__, not __file__: an editable install made before migrations/ had an __init__ sees a namespace.
+MIGRATIONS_DIR = next(Path(p).resolve() for p in migrations.__path__ if (Path(p) / "env.py").is_file())
+PROMPT_TOKENS = 224  # at most this many previous tokens are fed back as the decoder prompt
+SQLITE_PRAGMAS = ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL")
+PG_MIGRATION_LOCK = 0x5C121B7  # advisory lock key: one process migrates at a time
+
+
+def sqlite_url_for(data_dir: str | Path) -> str:
+    """The SQLite URL of the catalog kept in a data folder: sqlite:///DATA/catalog.db."""
+    return f"sqlite:///{Path(data_dir).expanduser().resolve() / 'catalog.db'}"
+
+
+def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    """Set WAL, a 30 s busy timeout and foreign keys; take over BEGIN from the driver."""
+    dbapi_conn.isolation_level = None  # the driver's implicit BEGIN would skip DDL and SELECTs
+    cursor = dbapi_conn.cursor()
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    """Begin explicitly: IMMEDIATE for writers (see Catalog.write), DEFERRED for readers."""
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _make_parent_dir(url: URL) -> None:
+    """Create the folder of a file-backed SQLite database."""
+    db = url.database or ""
+    if db and db != ":memory:" and not db.startswith("file:") and url.query.get("mode") != "memory":
+        Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An Engine for the catalog; SQLite gets its pragmas and explicit transactions."""
+    url = make_url(url)
+    if url.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    _make_parent_dir(url)
+    engine = sa.create_engine(url)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """A programmatic Alembic Config for the migrations package, running on `connection`."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _jsonable(value) -> object:
+    """The value as it reads back from a JSON column (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(value))
+
+
+def _as_dict(timings) -> dict:
+    """Timings as plain data, whether a mapping or a dataclass such as StageTimings."""
+    if dataclasses.is_dataclass(timings):
+        return dataclasses.asdict(timings)
+    return dict(timings or {})
+
+
+def _segment_row(transcript_id: int, window: int, idx: int, seg: Segment) -> m.Segment:
+    """A catalog row (with its words) for one engine segment."""
+    words = [
+        m.Word(idx=i, start=w.start, end=w.end, word=w.word, probability=w.probability)
+        for i, w in enumerate(seg.words)
+    ]
+    return m.Segment(
+        transcript_id=transcript_id, window=window, idx=idx, seek=seg.seek, start=seg.start, end=seg.end, text=seg.text,
+        tokens=[int(t) for t in seg.tokens], avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob,
+        compression_ratio=seg.compression_ratio, temperature=seg.temperature, words=words,
+    )  # fmt: skip
+
+
+def _engine_segment(row: m.Segment) -> Segment:
+    """The engine's frozen Segment rebuilt from a catalog row; its id is the order in the transcript."""
+    return Segment(
+        id=row.idx, seek=row.seek, start=row.start, end=row.end, text=row.text, tokens=tuple(row.tokens),
+        avg_logprob=row.avg_logprob, no_speech_prob=row.no_speech_prob, compression_ratio=row.compression_ratio,
+        temperature=row.temperature, window=row.window,
+        words=tuple(Word(start=w.start, end=w.end, word=w.word, probability=w.probability) for w in row.words),
+    )  # fmt: skip
+
+
+class Catalog:
+    """The catalog database: an Engine, its sessions, and the helpers the worker calls."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.url = engine.url
+        writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+        self._reader = sessionmaker(engine, expire_on_commit=False)
+        self._writer = sessionmaker(writer, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, migrate: bool = True) -> Catalog:
+        """Connect to `url` and, unless told not to, bring its schema to the latest revision."""
+        cat = cls(make_engine(url))
+        if migrate:
+            cat.migrate()
+        return cat
+
+    @property
+    def dialect(self) -> str:
+        """The database kind: 'sqlite' or 'postgresql'."""
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session in one write transaction, committed on success, rolled back on error."""
+        with self._writer.begin() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading; nothing it does is committed."""
+        with self._reader() as session:
+            yield session
+
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to `revision` in one transaction (serialised across processes)."""
+        with self.engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
+            command.upgrade(alembic_config(conn), revision)
+
+    def check(self) -> None:
+        """Raise CatalogError if the schema is not at head or differs from the models."""
+        try:
+            with self.engine.connect() as conn:
+                command.check(alembic_config(conn))
+        except CommandError as exc:  # AutogenerateDiffsDetected is a CommandError too
+            raise CatalogError(f"{self.url.render_as_string(hide_password=True)}: {exc}") from exc
+
+    # --- worker helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _media(session: Session, media_id: int) -> m.MediaFile:
+        """The media row, locked for update where the database can; CatalogError if missing."""
+        media = session.get(m.MediaFile, media_id, with_for_update=True)
+        if media is None:
+            raise CatalogError(f"no media file with id {media_id}")
+        return media
+
+    @staticmethod
+    def _transcript(session: Session, transcript_id: int) -> m.Transcript:
+        """The transcript row, locked for update where the database can; CatalogError if missing."""
+        transcript = session.get(m.Transcript, transcript_id, with_for_update=True)
+        if transcript is None:
+            raise CatalogError(f"no transcript with id {transcript_id}")
+        return transcript
+
+    @staticmethod
+    def _resumable(session: Session, media_id: int, model_hash: str, options: dict) -> m.Transcript | None:
+        """The newest unfinished transcript of this media made with the same model and options."""
+        rows = session.scalars(
+            select(m.Transcript)
+            .where(m.Transcript.media_id == media_id, m.Transcript.status == Status.running)
+            .where(m.Transcript.model_hash == model_hash)
+            .order_by(m.Transcript.id.desc())
+        )
+        return next((t for t in rows if _jsonable(t.options) == options), None)
+
+    @staticmethod
+    def _prompt_tokens(session: Session, transcript: m.Transcript) -> list[int]:
+        """The last tokens the decoder had as context, as the long-form loop would rebuild them.
+
+        Like Whisper, a window decoded above prompt_reset_on_temperature resets the prompt, and
+        condition_on_previous_text=False means no prompt at all.
+        """
+        opts = transcript.options or {}
+        if not opts.get("condition_on_previous_text", True):
+            return []
+        reset_above = opts.get("prompt_reset_on_temperature", 0.5)
+        rows = session.execute(
+            select(m.Segment.tokens, m.Segment.temperature)
+            .where(m.Segment.transcript_id == transcript.id)
+            .order_by(m.Segment.idx.desc())
+            .limit(PROMPT_TOKENS)
+        )
+        tokens: list[int] = []
+        for seg_tokens, temperature in rows:
+            if temperature > reset_above or len(tokens) >= PROMPT_TOKENS:
+                break
+            tokens[:0] = seg_tokens
+        return tokens[-PROMPT_TOKENS:]
+
+    def start_transcript(
+        self, media_id: int, model_name: str, model_hash: str, backend: str, compute: str,
+        options: dict, engine_version: str,
+    ) -> tuple[int, int, int, list[int]]:  # fmt: skip
+        """Resume this media's unfinished transcript for the same model and options, or start one.
+
+        Returns (transcript_id, next_window, next_seek, prompt_tokens).
+        """
+        options = _jsonable(options)
+        with self.write() as session:
+            self._media(session, media_id)
+            found = self._resumable(session, media_id, model_hash, options)
+            if found is not None:
+                return found.id, found.next_window, found.next_seek, self._prompt_tokens(session, found)
+            new = m.Transcript(
+                media_id=media_id, model_name=model_name, model_hash=model_hash, backend=backend,
+                compute=compute, options=options, engine_version=engine_version, status=Status.running,
+                next_window=0, next_seek=0,
+            )  # fmt: skip
+            session.add(new)
+            session.flush()
+            return new.id, 0, 0, []
+
+    def add_window(self, transcript_id: int, window: int, next_seek: int, segments: Sequence[Segment]) -> None:
+        """Store one decoded window and the resume point after it, replacing any earlier copy of it."""
+        with self.write() as session:
+            transcript = self._transcript(session, transcript_id)
+            if transcript.status != Status.running:
+                raise CatalogError(f"transcript {transcript_id} is {transcript.status.value}, not running")
+            of_transcript = m.Segment.transcript_id == transcript_id
+            stale = delete(m.Segment).where(of_transcript, m.Segment.window >= window)
+            session.execute(stale, execution_options={"synchronize_session": False})
+            first = session.scalar(select(func.coalesce(func.max(m.Segment.idx) + 1, 0)).where(of_transcript))
+            session.add_all(_segment_row(transcript_id, window, first + i, seg) for i, seg in enumerate(segments))
+            transcript.next_window, transcript.next_seek = window + 1, next_seek
+
+    def finish_transcript(
+        self, transcript_id: int, language: str, language_probability: float, timings: Mapping,
+        wall_seconds: float, audio_seconds: float,
+    ) -> None:  # fmt: skip
+        """Mark a transcript done, drop the media's other transcripts, and mark the media done."""
+        with self.write() as session:
+            t = self._transcript(session, transcript_id)
+            t.status, t.finished_at = Status.done, m.utcnow()
+            t.language, t.language_probability = language, language_probability
+            t.timings, t.wall_seconds, t.audio_seconds = _as_dict(timings), wall_seconds, audio_seconds
+            t.rtf = wall_seconds / audio_seconds if audio_seconds else None
+            others = delete(m.Transcript).where(m.Transcript.media_id == t.media_id, m.Transcript.id != t.id)
+            session.execute(others, execution_options={"synchronize_session": False})
+            media = self._media(session, t.media_id)
+            media.status, media.error = Status.done, None
+            if media.duration is None:
+                media.duration = audio_seconds
+
+    def set_media_status(self, media_id: int, status: Status | str, error: str | None = None) -> None:
+        """Set a media file's status and error text (None clears it)."""
+        with self.write() as session:
+            media = self._media(session, media_id)
+            media.status, media.error = Status(status), error
+
+    def record_failure(self, media_id: int, reason: str, permanent: bool, max_attempts: int) -> Status:
+        """Log a failed attempt; the file is failed if permanent or out of attempts, else queued again."""
+        with self.write() as session:
+            media = self._media(session, media_id)
+            media.attempts = (media.attempts or 0) + 1
+            entry = {"attempt": media.attempts, "reason": reason, "permanent": permanent, "at": m.utcnow().isoformat()}
+            media.errors_log = [*(media.errors_log or []), entry]  # a new list, so the change is seen
+            media.error = reason
+            media.status = Status.failed if permanent or media.attempts >= max_attempts else Status.queued
+            return media.status
+
+    @staticmethod
+    def _done_transcript(session: Session, media_id: int) -> m.Transcript | None:
+        """The media's newest finished transcript, if any."""
+        return session.scalars(
+            select(m.Transcript)
+            .where(m.Transcript.media_id == media_id, m.Transcript.status == Status.done)
+            .order_by(m.Transcript.id.desc())
+            .limit(1)
+        ).first()
+
+    def transcript_segments(self, media_id: int) -> list[Segment]:
+        """The finished transcript's segments with their words, as engine dataclasses, in order."""
+        with self.read() as session:
+            t = self._done_transcript(session, media_id)
+            if t is None:
+                return []
+            rows = session.scalars(
+                select(m.Segment)
+                .where(m.Segment.transcript_id == t.id)
+                .order_by(m.Segment.idx)
+                .options(selectinload(m.Segment.words))
+            )
+            return [_engine_segment(row) for row in rows]
+
+    def transcript_info(self, media_id: int) -> TranscriptInfo | None:
+        """What the finished transcript of a media file is about and how it was made, or None."""
+        with self.read() as session:
+            t = self._done_transcript(session, media_id)
+            if t is None:
+                return None
+            media = session.get(m.MediaFile, media_id)
+            return TranscriptInfo(
+                path=media.path, duration=media.duration or t.audio_seconds or 0.0, language=t.language or "",
+                language_probability=t.language_probability or 0.0, model=t.model_name, model_hash=t.model_hash,
+                backend=t.backend, compute=t.compute, options=dict(t.options or {}), engine_version=t.engine_version,
+            )  # fmt: skip
+
+    def heartbeat_worker(self, name: str, compute: str, host: str, pid: int) -> None:
+        """Record that a worker is alive; a new host or pid under the same name restarts its clock."""
+        now = m.utcnow()
+        with self.write() as session:
+            w = session.get(m.WorkerInfo, name, with_for_update=True)
+            if w is None:
+                session.add(m.WorkerInfo(name=name, compute=compute, host=host, pid=pid, started_at=now, last_seen=now))
+                return
+            if (w.host, w.pid) != (host, pid):
+                w.started_at = now
+            w.compute, w.host, w.pid, w.last_seen = compute, host, pid, now
+
+    def alive_workers(self, max_age_s: float) -> list[m.WorkerInfo]:
+        """Workers seen within the last `max_age_s` seconds, by name (detached rows)."""
+        cutoff = m.utcnow() - dt.timedelta(seconds=max_age_s)
+        with self.read() as session:
+            rows = session.scalars(
+                select(m.WorkerInfo).where(m.WorkerInfo.last_seen >= cutoff).order_by(m.WorkerInfo.name)
+            )
+            return list(rows)
+
+
+def upgrade(url: str) -> None:
+    """Bring the catalog at `url` to the latest schema (for `scriptorium db upgrade`)."""
+    with Catalog.open(url, migrate=True):
+        pass
+
+
+def check(url: str) -> None:
+    """Raise CatalogError if the catalog at `url` is behind or drifts from the models (`scriptorium db check`)."""
+    with Catalog.open(url, migrate=False) as cat:
+        cat.check()

@@ -1,0 +1,24 @@
+"""Typed errors of the runner: each carries what failed and the reason, never a bare traceback."""
+
+from __future__ import annotations
+
+
+class RunnerError(Exception):
+    """Base of every error the runner raises on purpose."""
+
+
+class CatalogError(RunnerError):
+    """The catalog database is unusable for a request (missing row, drift, wrong state)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SearchError(RunnerError):
+    """A full-text query cannot be run; `query` is the user's text, `reason` says why."""
+
+    def __init__(self, query: str, reason: str):
+        self.query = query
+        self.reason = reason
+        super().__init__(f"search {query!r}: {reason}")

@@ -1,0 +1,153 @@
+"""Jobs: module-level functions taking ids and plain data. The model lives in the worker process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.api import Transcriber
+from engine.batching import FileDone, FileFailed, FileTask, WindowDone
+from engine.errors import MediaError
+from engine.options import TranscribeOptions
+from engine.writers import write_outputs
+from runner import catalog as m
+from runner.config import Settings
+from runner.db import Catalog
+from runner.errors import RunnerError
+from runner.status import Status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process loads once and every job uses."""
+
+    settings: Settings
+    catalog: Catalog
+    transcriber: Transcriber
+    name: str = "worker"
+
+
+_context: WorkerContext | None = None
+STOP = threading.Event()  # set when the worker is asked to stop: jobs end between windows
+
+
+def set_context(context: WorkerContext | None) -> None:
+    global _context
+    _context = context
+
+
+def has_context() -> bool:
+    return _context is not None
+
+
+def context() -> WorkerContext:
+    if _context is None:
+        raise RunnerError("no worker context: jobs run inside 'scriptorium worker'")
+    return _context
+
+
+def transcribe_media(media_id: int, options: dict, model: str | None = None) -> dict:
+    """Transcribe one catalogued file, committing each window, then write its outputs."""
+    ctx = context()
+    opts = TranscribeOptions.from_dict(options)
+    media = _load_media(ctx.catalog, media_id)
+    if model and model != ctx.transcriber.model.name:
+        raise RunnerError(f"job wants model {model} but this worker runs {ctx.transcriber.model.name}")
+    try:
+        _check_unchanged(media)
+        if _already_done(ctx, media.id, opts):
+            write_media_outputs(ctx.catalog, ctx.settings, media.id)
+            return {"media_id": media_id, "status": "done", "reused": True}
+        return _run(ctx, media, opts)
+    except MediaError as exc:
+        status = ctx.catalog.record_failure(media_id, exc.reason, exc.permanent, ctx.settings.max_attempts)
+        log.warning("media %s: %s (%s)", media_id, exc, status.value)
+        return {"media_id": media_id, "status": status.value, "error": exc.reason}
+
+
+def _load_media(catalog: Catalog, media_id: int) -> m.MediaFile:
+    with catalog.read() as session:
+        media = session.get(m.MediaFile, media_id)
+        if media is None:
+            raise RunnerError(f"no media file with id {media_id} in the catalog")
+        session.expunge(media)
+        return media
+
+
+def _already_done(ctx: WorkerContext, media_id: int, opts: TranscribeOptions) -> bool:
+    """A done transcript by this model with these options exists: the job only rewrites outputs."""
+    with ctx.catalog.read() as session:
+        media = session.get(m.MediaFile, media_id)
+        done = [t for t in media.transcripts if t.status == Status.done]
+        return media.status == Status.done and any(
+            t.model_hash == ctx.transcriber.model.sha256 and t.options == opts.to_dict() for t in done)
+
+
+def _check_unchanged(media: m.MediaFile) -> None:
+    """The file must still be what the scan saw: deleted or rewritten files are not transcribed."""
+    try:
+        st = os.stat(media.path)
+    except FileNotFoundError:
+        raise MediaError(media.path, "file deleted after scan") from None
+    if st.st_size != media.size or abs(st.st_mtime - (media.mtime or 0)) > 1e-3:
+        raise MediaError(media.path, "file changed after scan (run 'scriptorium scan' again)")
+
+
+def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dict:
+    tr, started = ctx.transcriber, time.perf_counter()
+    ctx.catalog.set_media_status(media.id, Status.running)
+    tid, window, seek, prompt = ctx.catalog.start_transcript(
+        media.id, tr.model.name, tr.model.sha256, tr.backend.name, tr.backend.compute, opts.to_dict(),
+        tr.info(media.path, 0.0, opts).engine_version)
+    task = FileTask(media.id, media.path, seek, window, tuple(prompt))
+    for event in tr.stream([task], opts):
+        if isinstance(event, WindowDone):
+            ctx.catalog.add_window(tid, event.window, event.next_seek, event.segments)
+            if STOP.is_set():
+                from runner.worker import JobInterrupted
+
+                raise JobInterrupted(f"{media.path}: worker stopping; resumes at window {event.next_window}")
+        elif isinstance(event, FileFailed):
+            raise event.error
+        elif isinstance(event, FileDone):
+            wall = time.perf_counter() - started
+            ctx.catalog.finish_transcript(tid, event.language, event.language_probability, event.timings,
+                                          wall, event.duration)
+            write_media_outputs(ctx.catalog, ctx.settings, media.id)
+            return {"media_id": media.id, "status": "done", "audio_seconds": event.duration, "wall": wall}
+    raise RunnerError(f"{media.path}: transcription ended without a result")
+
+
+def output_dir_for(settings: Settings, path: str, scan_root: str | None) -> Path:
+    """DATA/outputs/<path relative to its scan root>'s folder, or the media's own folder."""
+    media = Path(path)
+    if settings.outputs == "beside":
+        return media.parent
+    root = Path(scan_root) if scan_root else media.parent
+    try:
+        relative = media.parent.relative_to(root)
+    except ValueError:
+        relative = Path()
+    target = (settings.outputs_dir / relative).resolve()
+    if not target.is_relative_to(settings.outputs_dir.resolve()):
+        raise RunnerError(f"{path}: output folder would leave {settings.outputs_dir}")
+    return target
+
+
+def write_media_outputs(catalog: Catalog, settings: Settings, media_id: int,
+                        formats: tuple[str, ...] | None = None, output_dir: Path | None = None) -> list[Path]:
+    """SRT, VTT, JSON and TXT of a done file, written from the catalog."""
+    with catalog.read() as session:
+        media = session.get(m.MediaFile, media_id)
+        path, root = media.path, media.scan_root
+    segments = catalog.transcript_segments(media_id)
+    info = catalog.transcript_info(media_id)
+    target = output_dir_for(settings, path, root) if output_dir is None else output_dir
+    kw = {"formats": formats} if formats else {}
+    return write_outputs(segments, info, target, Path(path).stem, **kw)

@@ -1,0 +1,78 @@
+"""Bring the queue back in line with the catalog: jobs of dead workers and files without a job."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+
+from rq import Queue
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+from sqlalchemy import select
+
+from runner import catalog as m
+from runner.db import Catalog
+from runner.queue import enqueue, is_pending
+from runner.status import Status
+
+log = logging.getLogger(__name__)
+DEAD_AFTER_S = 60.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def worker_dead(catalog: Catalog, name: str | None, now: dt.datetime | None = None) -> bool:
+    """A worker is dead if its process is gone (same host) or its heartbeat is older than a minute."""
+    if not name:
+        return True
+    with catalog.read() as session:
+        info = session.get(m.WorkerInfo, name)
+    if info is None:
+        return True
+    if info.host == socket.gethostname() and not _pid_alive(info.pid):
+        return True
+    now = now or m.utcnow()
+    return (now - info.last_seen).total_seconds() > DEAD_AFTER_S
+
+
+def release_abandoned(catalog: Catalog, queue: Queue) -> int:
+    """Started jobs whose worker died go back to the queue (they resume from their last window)."""
+    registry = StartedJobRegistry(queue=queue)
+    released = 0
+    for job_id in registry.get_job_ids():
+        try:
+            job = Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer)
+        except Exception:  # noqa: BLE001 - gone or unreadable: drop the registry entry
+            registry.remove(job_id)
+            continue
+        if worker_dead(catalog, job.worker_name):
+            registry.remove(job, delete_job=True)
+            released += 1
+            log.info("released job %s of dead worker %s", job_id, job.worker_name)
+    return released
+
+
+def requeue_orphans(catalog: Catalog, queue: Queue, options: dict, model: str | None) -> int:
+    """Enqueue every queued or running file that has no live job; returns how many."""
+    release_abandoned(catalog, queue)
+    with catalog.read() as session:
+        rows = session.execute(
+            select(m.MediaFile.id, m.MediaFile.duration)
+            .where(m.MediaFile.status.in_([Status.queued, Status.running]))).all()
+    count = 0
+    for media_id, duration in rows:
+        if not is_pending(queue, media_id):
+            enqueue(queue, media_id, options, model, duration)
+            count += 1
+    return count

@@ -1,0 +1,92 @@
+"""Status of the archive: counts by state, audio hours, throughput, ETA, workers, failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import func, select
+
+from runner import catalog as m
+from runner.db import Catalog
+from runner.reconcile import DEAD_AFTER_S
+from runner.status import Status
+
+
+@dataclass(frozen=True)
+class FileState:
+    path: str
+    status: str
+    error: str | None
+    duration: float | None
+    attempts: int
+    model: str | None
+
+
+@dataclass(frozen=True)
+class Report:
+    counts: dict
+    audio_hours_done: float
+    audio_hours_left: float
+    throughput: float | None  # audio seconds per wall second, over finished transcripts
+    eta_seconds: float | None
+    workers: list
+    files: list
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_report(catalog: Catalog, with_files: bool = True) -> Report:
+    """One consistent read of the catalog."""
+    with catalog.read() as session:
+        counts = {s.value: 0 for s in Status}
+        counts.update({s.value if hasattr(s, "value") else s: n for s, n in session.execute(
+            select(m.MediaFile.status, func.count()).group_by(m.MediaFile.status))})
+        done = _sum(session, [Status.done])
+        left = _sum(session, [Status.queued, Status.running, Status.new])
+        audio, wall = session.execute(select(func.sum(m.Transcript.audio_seconds), func.sum(m.Transcript.wall_seconds))
+                                      .where(m.Transcript.status == Status.done)).one()
+        files = _files(session) if with_files else []
+        workers = _workers(session)
+    throughput = (audio / wall) if audio and wall else None
+    eta = left / (throughput * max(1, len(workers))) if throughput and left else (0.0 if not left else None)
+    return Report(counts, done / 3600, left / 3600, throughput, eta, workers, files)
+
+
+def _sum(session, statuses) -> float:
+    return float(session.scalar(select(func.coalesce(func.sum(m.MediaFile.duration), 0.0))
+                                .where(m.MediaFile.status.in_(statuses))) or 0.0)
+
+
+def _files(session) -> list[dict]:
+    rows = session.execute(select(m.MediaFile).order_by(m.MediaFile.path)).scalars()
+    out = []
+    for row in rows:
+        model = next((t.model_name for t in row.transcripts if t.status == Status.done), None)
+        status = row.status.value if hasattr(row.status, "value") else str(row.status)
+        out.append(asdict(FileState(row.path, status, row.error, row.duration, row.attempts or 0, model)))
+    return out
+
+
+def _workers(session) -> list[dict]:
+    since = m.utcnow() - dt.timedelta(seconds=DEAD_AFTER_S)
+    rows = session.scalars(select(m.WorkerInfo).where(m.WorkerInfo.last_seen >= since)).all()
+    return [{"name": w.name, "compute": w.compute, "host": w.host, "pid": w.pid,
+             "last_seen": w.last_seen.isoformat()} for w in rows]
+
+
+def format_report(report: Report) -> str:
+    """Human-readable lines for `scriptorium status`."""
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v)
+    lines = [f"files: {counts or 'none'}",
+             f"audio: {report.audio_hours_done:.2f} h done, {report.audio_hours_left:.2f} h left"]
+    if report.throughput:
+        eta = f", ETA {report.eta_seconds / 60:.1f} min" if report.eta_seconds else ""
+        lines.append(f"speed: {report.throughput:.1f}x real time per worker{eta}")
+    lines.append(f"workers alive: {len(report.workers)}" + "".join(
+        f"\n  {w['name']} ({w['compute']})" for w in report.workers))
+    failed = [f for f in report.files if f["status"] in ("failed", "skipped")]
+    for f in failed:
+        lines.append(f"{f['status']}: {f['path']}: {f['error']}")
+    return "\n".join(lines)

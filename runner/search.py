@@ -1,0 +1,124 @@
+"""Full-text search over finished transcripts: FTS5 on SQLite, to_tsvector + GIN on PostgreSQL.
+
+The user's text is always a bound parameter. By default it is plain words (each quoted, so FTS
+syntax characters are just text); raw=True hands it to the engine's own query syntax.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from runner.catalog import TEXT_SEARCH_CONFIG
+from runner.db import Catalog
+from runner.errors import SearchError
+from runner.status import Status
+
+MARK_OPEN, MARK_CLOSE = "[", "]"
+
+_SELECT = """
+SELECT m.path, s.start, s."end", s.text, {marked} AS marked, t.media_id, s.id AS segment_id, t.model_name
+"""
+_JOINS = """
+JOIN transcripts t ON t.id = s.transcript_id
+JOIN media_files m ON m.id = t.media_id
+"""
+SQLITE_SQL = (
+    _SELECT.format(marked="highlight(segments_fts, 0, :mark_open, :mark_close)")
+    + "FROM segments_fts JOIN segments s ON s.id = segments_fts.rowid"
+    + _JOINS
+    + "WHERE segments_fts MATCH :query AND t.status = :done {filters}\n"
+    + "ORDER BY segments_fts.rank, m.path, s.start LIMIT :limit"
+)
+# Expressions must match the migration's index: to_tsvector('simple', text).
+_TSV = f"to_tsvector('{TEXT_SEARCH_CONFIG}', s.text)"
+_HEADLINE = f"ts_headline('{TEXT_SEARCH_CONFIG}', s.text, q.query, :headline)"
+POSTGRES_SQL = (
+    _SELECT.format(marked=_HEADLINE)
+    + f"FROM (SELECT {{to_tsquery}}('{TEXT_SEARCH_CONFIG}', :query) AS query) q CROSS JOIN segments s"
+    + _JOINS
+    + f"WHERE {_TSV} @@ q.query AND t.status = :done {{filters}}\n"
+    + f"ORDER BY ts_rank({_TSV}, q.query) DESC, m.path, s.start LIMIT :limit"
+)
+PG_HEADLINE_OPTIONS = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One matching segment: where it is, when it is said, and its text with the hit marked."""
+
+    path: str
+    start: float
+    end: float
+    text: str
+    marked: str  # text with each matched word wrapped in [ and ]
+    media_id: int
+    segment_id: int
+    model_name: str
+
+
+def plain_fts5_query(query: str) -> str:
+    """The user's words as FTS5 strings ANDed together: quoting makes every character plain text."""
+    terms = [term for term in query.split() if any(ch.isalnum() for ch in term)]
+    return " ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def folder_pattern(folder: str) -> str:
+    """A LIKE pattern (escape character backslash) for every path under `folder`."""
+    base = os.path.abspath(os.path.expanduser(folder)).rstrip(os.sep) + os.sep
+    return base.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _filters(params: dict, folder: str | None, model: str | None) -> str:
+    """The optional WHERE clauses (fixed SQL text), their values put in `params`."""
+    clauses = []
+    if folder:
+        params["folder"] = folder_pattern(folder)
+        clauses.append("AND m.path LIKE :folder ESCAPE '\\'")
+    if model:
+        params["model"] = model
+        clauses.append("AND t.model_name = :model")
+    return " ".join(clauses)
+
+
+def _statement(dialect: str, query: str, raw: bool, params: dict, filters: str) -> sa.TextClause:
+    """The dialect's SQL with the query put in `params`; SearchError for an unsupported database."""
+    if dialect == "sqlite":
+        params.update(query=query if raw else plain_fts5_query(query), mark_open=MARK_OPEN, mark_close=MARK_CLOSE)
+        return sa.text(SQLITE_SQL.format(filters=filters))
+    if dialect == "postgresql":
+        params.update(query=query, headline=PG_HEADLINE_OPTIONS)
+        to_tsquery = "websearch_to_tsquery" if raw else "plainto_tsquery"
+        return sa.text(POSTGRES_SQL.format(to_tsquery=to_tsquery, filters=filters))
+    raise SearchError(query, f"full-text search is not available on {dialect}")
+
+
+def _reason(exc: sa.exc.DBAPIError) -> str | None:
+    """The database's complaint about a query, or None when the error is not about the query."""
+    message = str(exc.orig).strip()
+    transient = ("locked", "busy", "connection", "timeout")
+    if isinstance(exc, sa.exc.OperationalError) and any(word in message.lower() for word in transient):
+        return None
+    return message.splitlines()[0] if message else type(exc.orig).__name__
+
+
+def search(
+    catalog: Catalog, query: str, limit: int = 20, folder: str | None = None, model: str | None = None,
+    raw: bool = False,
+) -> list[Hit]:  # fmt: skip
+    """Segments of finished transcripts matching `query`, best first; SearchError for a bad raw query."""
+    if limit <= 0 or not query.strip() or (not raw and catalog.dialect == "sqlite" and not plain_fts5_query(query)):
+        return []
+    params: dict = {"limit": int(limit), "done": Status.done.value}
+    statement = _statement(catalog.dialect, query, raw, params, _filters(params, folder, model))
+    try:
+        with catalog.read() as session:
+            rows = session.execute(statement, params).all()
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.DataError) as exc:
+        reason = _reason(exc)
+        if reason is None:
+            raise
+        raise SearchError(query, reason) from None
+    return [Hit(*row) for row in rows]

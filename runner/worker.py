@@ -1,0 +1,93 @@
+"""Worker processes: the model loaded once, jobs taken from Redis, heartbeats in the catalog."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import threading
+
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from engine.api import Transcriber
+from engine.options import TranscribeOptions
+from runner import jobs
+from runner.config import Settings
+from runner.db import Catalog
+from runner.queue import connect, job_queue
+from runner.reconcile import requeue_orphans
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 10.0
+
+
+class JobInterrupted(Exception):
+    """The worker was asked to stop mid-file: the job goes back to the queue and resumes later."""
+
+
+class ScriptoriumWorker(SimpleWorker):
+    """rq's in-process worker (no fork after the model is loaded) that stops between windows."""
+
+    def request_stop(self, signum, frame):
+        jobs.STOP.set()
+        return super().request_stop(signum, frame)
+
+
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
+    """Linux: get `sig` when the parent dies, so a killed `run` leaves no stray worker."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_name(compute: str) -> str:
+    return f"{socket.gethostname()}.{os.getpid()}.{compute}"
+
+
+def _heartbeat(catalog: Catalog, name: str, compute: str, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            catalog.heartbeat_worker(name, compute, socket.gethostname(), os.getpid())
+        except Exception as exc:  # noqa: BLE001 - a catalog outage must not kill the worker
+            log.warning("heartbeat failed: %s", exc)
+
+
+def _on_failure(job, exc_type, exc_value, _tb) -> bool:
+    """Record the attempt in the catalog (not for a requested stop); rq's Retry re-queues it."""
+    if exc_type is JobInterrupted or not jobs.has_context():
+        return True
+    media_id = (job.kwargs or {}).get("media_id")
+    if media_id is not None:
+        ctx = jobs.context()
+        try:
+            ctx.catalog.record_failure(media_id, f"{exc_type.__name__}: {exc_value}", False,
+                                       ctx.settings.max_attempts)
+        except Exception as exc:  # noqa: BLE001 - the catalog may be the thing that failed
+            log.warning("media %s: cannot record failure: %s", media_id, exc)
+    return True
+
+
+def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model: str | None = None,
+               burst: bool = False) -> None:
+    """Load the model, then work the queue until stopped (or until it is empty with burst)."""
+    transcriber = Transcriber(model=model, compute=compute, threads=threads, models_dir=settings.models_dir)
+    catalog = Catalog.open(settings.db_url)
+    name = worker_name(transcriber.backend.compute)
+    catalog.heartbeat_worker(name, transcriber.backend.compute, socket.gethostname(), os.getpid())
+    jobs.set_context(jobs.WorkerContext(settings, catalog, transcriber, name))
+    connection = connect(settings.redis_url)
+    queue = job_queue(connection, settings.queue_name)
+    requeue_orphans(catalog, queue, TranscribeOptions().to_dict(), model)
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(catalog, name, transcriber.backend.compute, stop), daemon=True).start()
+    worker = ScriptoriumWorker([queue], connection=connection, serializer=JSONSerializer, name=name,
+                               exception_handlers=[_on_failure], disable_default_exception_handler=False)
+    try:
+        worker.work(burst=burst, logging_level=logging.getLevelName(logging.getLogger().level))
+    finally:
+        stop.set()
+        catalog.close()
