@@ -1,0 +1,1 @@
+"""Alembic migrations of the Scriptorium catalog (script_location for runner.db)."""
