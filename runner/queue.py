@@ -48,5 +48,5 @@ def enqueue(queue: Queue, media_id: int, options: dict, model: str | None, durat
     job = queue.enqueue_call(
         JOB_FUNC, kwargs={"media_id": media_id, "options": options, "model": model},
         timeout=job_timeout(duration), job_id=job_id(media_id), result_ttl=3600, failure_ttl=7 * 86400,
-        retry=Retry(max=2, interval=[10, 60]), description=f"transcribe media {media_id}")
+        retry=Retry(max=3), description=f"transcribe media {media_id}")
     return job.id

@@ -53,11 +53,13 @@ def release_abandoned(catalog: Catalog, queue: Queue) -> int:
     for job_id in registry.get_job_ids():
         try:
             job = Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer)
-        except Exception:  # noqa: BLE001 - gone or unreadable: drop the registry entry
-            registry.remove(job_id)
+        except Exception:  # noqa: BLE001 - gone or unreadable: the catalog re-queues its file
+            queue.connection.zrem(registry.key, *[k for k in queue.connection.zrange(registry.key, 0, -1)
+                                                  if k.decode().startswith(job_id + ":")])
             continue
         if worker_dead(catalog, job.worker_name):
-            registry.remove(job, delete_job=True)
+            registry.remove_executions(job)
+            job.delete()
             released += 1
             log.info("released job %s of dead worker %s", job_id, job.worker_name)
     return released
