@@ -64,6 +64,8 @@ def _make_parent_dir(url: URL) -> None:
 def make_engine(url: str | URL) -> Engine:
     """An Engine for the catalog; SQLite gets its pragmas and explicit transactions."""
     url = make_url(url)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")  # psycopg 3 is the driver we ship
     if url.get_backend_name() != "sqlite":
         return sa.create_engine(url, pool_pre_ping=True)
     _make_parent_dir(url)
