@@ -161,3 +161,19 @@ def media_factory(tmp_path_factory: pytest.TempPathFactory) -> MediaFactory:
     """Session-wide builder of generated media (mp4, mkv, webm, video_no_audio, silence_wav,
     empty, random_mp3, truncated_m4a): `media_factory.get("mkv")` returns its Path."""
     return MediaFactory(tmp_path_factory.mktemp("media"), _shared_audio_path())
+
+
+# --------------------------------------------------------------------------- engine end-to-end
+
+@pytest.fixture(scope="session")
+def cpu_transcriber():
+    """The packaged tiny.en model on CPU with 2 threads, loaded once for the whole session."""
+    from engine.api import Transcriber
+
+    return Transcriber(compute="cpu", threads=2)
+
+
+@pytest.fixture(scope="session")
+def ffmpeg():
+    """`run_ffmpeg` as a fixture, for tests that build their own media: ffmpeg("-i", src, out)."""
+    return run_ffmpeg
