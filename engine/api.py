@@ -67,7 +67,10 @@ class Transcriber:
     def transcribe(self, path: str | Path, options: TranscribeOptions | None = None) -> Transcript:
         """The whole transcript of one file."""
         options = options or TranscribeOptions()
-        return next(iter(self.transcribe_many([path], options)))
+        result = next(iter(self.transcribe_many([path], options)))
+        if isinstance(result, FileFailed):
+            raise result.error
+        return result
 
     def transcribe_many(self, paths: Iterable[str | Path], options: TranscribeOptions | None = None,
                         batch_size: int = 1) -> Iterator[Transcript | FileFailed]:

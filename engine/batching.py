@@ -35,6 +35,7 @@ class FileTask:
     start_window: int = 0
     previous_tokens: tuple[int, ...] = ()
     first_segment_id: int = 0
+    duration: float | None = None  # known length (for progress) saves a probe
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class BatchTranscriber:
 
     def _open(self, task: FileTask) -> LongFormDecoder:
         return LongFormDecoder(task.path, self.tokenizer, self.options, self.n_mels, task.start_seek,
-                               task.start_window, task.previous_tokens, task.first_segment_id)
+                               task.start_window, task.previous_tokens, task.first_segment_id, task.duration)
 
     def _windows(self, slots: list[_Slot]) -> tuple[list[tuple[_Slot, Window]], list[Event]]:
         """The next window of every slot; finished or failing files leave their slot."""

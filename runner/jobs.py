@@ -105,7 +105,7 @@ def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dic
     tid, window, seek, prompt = ctx.catalog.start_transcript(
         media.id, tr.model.name, tr.model.sha256, tr.backend.name, tr.backend.compute, opts.to_dict(),
         tr.info(media.path, 0.0, opts).engine_version)
-    task = FileTask(media.id, media.path, seek, window, tuple(prompt))
+    task = FileTask(media.id, media.path, seek, window, tuple(prompt), duration=media.duration)
     for event in tr.stream([task], opts):
         if isinstance(event, WindowDone):
             ctx.catalog.add_window(tid, event.window, event.next_seek, event.segments)

@@ -22,6 +22,7 @@ def transcribe_files(paths: list[str], transcriber: Transcriber, options: Transc
     segments: dict[str, list] = {}
     bars: dict[str, tqdm] = {}
     failed = 0
+    stems = _unique_stems(paths)
     tasks = (FileTask(p, p) for p in paths)
     for event in transcriber.stream(tasks, options, batch_size):
         if isinstance(event, FileFailed):
@@ -35,13 +36,27 @@ def transcribe_files(paths: list[str], transcriber: Transcriber, options: Transc
             _close(bars, event.key)
             info = transcriber.info(event.key, event.duration, options, event.language, event.language_probability)
             try:
-                written = write_outputs(segments.pop(event.key, []), info, output_dir, Path(event.key).stem, formats)
+                written = write_outputs(segments.pop(event.key, []), info, output_dir, stems[event.key], formats)
             except OSError as exc:
                 failed += 1
                 print(f"error: {event.key}: cannot write outputs ({exc.strerror or exc})", file=sys.stderr)
                 continue
             print(f"{event.key} -> {', '.join(str(p) for p in written)}", file=sys.stderr)
     return failed
+
+
+def _unique_stems(paths: list[str]) -> dict[str, str]:
+    """talk.mp3 -> talk; a second input with the same stem keeps its extension (talk.wav), then a number."""
+    taken: set[str] = set()
+    stems = {}
+    for path in paths:
+        base = Path(path).stem
+        for candidate in [base, Path(path).name] + [f"{Path(path).name}-{i}" for i in range(2, len(paths) + 2)]:
+            if candidate not in taken:
+                break
+        taken.add(candidate)
+        stems[path] = candidate
+    return stems
 
 
 def _advance(bars: dict[str, tqdm], event: WindowDone, progress: bool) -> None:

@@ -114,9 +114,6 @@ def test_all_good_exits_0_and_writes_only_the_asked_format(shared_audio_dir, tmp
     assert "greasy wash water" in (out / "LDC93S1.srt").read_text(encoding="utf-8")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG runner/transcribe_cmd.py transcribe_files: outputs are named by "
-                                       "stem only, so a second input with the same stem silently overwrites "
-                                       "the first one's outputs (exit 0)")
 def test_inputs_with_the_same_stem_do_not_overwrite_each_other(shared_audio_dir, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
