@@ -198,7 +198,8 @@ def scan(paths, data, db, redis_url, model, no_queue):
 @data_options
 @model_options
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-@click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True)
+@click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
+              help="Write subtitles under DATA/outputs/ or next to each media file.")
 def worker(data, db, redis_url, model, compute, threads, beam_size, language, burst, outputs):
     """Take transcription jobs from the queue until stopped.
 
@@ -209,8 +210,10 @@ def worker(data, db, redis_url, model, compute, threads, beam_size, language, bu
 
         scriptorium worker --compute gpu --redis redis://queue-host:6379/0 --db postgresql://...
     """
+    from engine.backends.ctranslate2_backend import resolve_device
     from runner.worker import run_worker
 
+    resolve_device(compute)  # a kind this machine lacks is refused before anything starts
     settings = _settings(data, db, redis_url, outputs=outputs)
     settings, embedded = _redis_or_embedded(settings)
     try:
@@ -276,7 +279,7 @@ def status(data, db, redis_url, as_json):
 @main.command()
 @click.argument("query")
 @data_options
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=int, default=20, show_default=True, help="At most this many hits.")
 @click.option("--folder", default=None, help="Only files under this folder.")
 @click.option("--model", default=None, help="Only transcripts made by this model.")
 @click.option("--raw", is_flag=True, help="Use the database's full-text syntax (FTS5 / websearch).")
@@ -312,7 +315,8 @@ def _clock(seconds: float) -> str:
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @data_options
-@click.option("--format", "fmt", type=click.Choice(["txt", "srt", "vtt", "json", "all"]), default="all")
+@click.option("--format", "fmt", type=click.Choice(["txt", "srt", "vtt", "json", "all"]), default="all",
+              show_default=True, help="Output format(s).")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), required=True,
               help="Where to write (same tree as under DATA/outputs).")
 def export(paths, data, db, redis_url, fmt, output_dir):
@@ -353,7 +357,12 @@ def retry(data, db, redis_url):
 
 @main.group()
 def db():
-    """Catalog schema: upgrade and check migrations."""
+    """Catalog schema: upgrade and check migrations.
+
+    Example:
+
+        scriptorium db upgrade --db postgresql://scriptorium@db-host/scriptorium
+    """
 
 
 @db.command()

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from runner.errors import RunnerError
 
@@ -92,7 +94,9 @@ class EmbeddedRedis:
         if self.process is None:
             return
         try:
-            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5).shutdown(nosave=False)
+            # no retries: the server closing the connection is the expected answer to SHUTDOWN
+            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5,
+                        retry=Retry(NoBackoff(), 0)).shutdown(nosave=False)
         except (redis.RedisError, OSError):
             self.process.terminate()
         try:

@@ -14,6 +14,8 @@ from engine.batching import FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
 from engine.writers import write_outputs
+from sqlalchemy import select
+
 from runner import catalog as m
 from runner.config import Settings
 from runner.db import Catalog
@@ -150,4 +152,16 @@ def write_media_outputs(catalog: Catalog, settings: Settings, media_id: int,
     info = catalog.transcript_info(media_id)
     target = output_dir_for(settings, path, root) if output_dir is None else output_dir
     kw = {"formats": formats} if formats else {}
-    return write_outputs(segments, info, target, Path(path).stem, **kw)
+    return write_outputs(segments, info, target, output_stem(catalog, path), **kw)
+
+
+def output_stem(catalog: Catalog, path: str) -> str:
+    """talk.mp3 -> talk, unless talk.wav sits in the same folder: then both keep their extension."""
+    media = Path(path)
+    prefix = str(media.parent / media.stem) + "."
+    with catalog.read() as session:
+        siblings = session.scalars(select(m.MediaFile.path).where(
+            m.MediaFile.path.startswith(prefix, autoescape=True), m.MediaFile.path != path,
+            m.MediaFile.status != Status.skipped)).all()
+    clash = any(Path(p).parent == media.parent and Path(p).stem == media.stem for p in siblings)
+    return media.name if clash else media.stem

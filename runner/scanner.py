@@ -44,6 +44,7 @@ class ScanSummary:
 def walk(root: Path) -> Iterator[Path]:
     """Every regular file under root, following directory links once (no loops)."""
     seen: set[tuple[int, int]] = set()
+    files_seen: set[tuple[int, int]] = set()  # a linked file is catalogued once, under its first path
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)
         if (st.st_dev, st.st_ino) in seen:
@@ -53,7 +54,11 @@ def walk(root: Path) -> Iterator[Path]:
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if not name.startswith(".") and path.is_file():
+            if name.startswith(".") or not path.is_file():
+                continue
+            fst = path.stat()
+            if (fst.st_dev, fst.st_ino) not in files_seen:
+                files_seen.add((fst.st_dev, fst.st_ino))
                 yield path
 
 

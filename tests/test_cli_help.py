@@ -28,7 +28,7 @@ def walk_commands(group: click.Group, prefix: tuple[str, ...] = ()):
 
 
 COMMANDS = list(walk_commands(main))
-MISSING_EXAMPLE = {("db",): "runner/cli.py: the `db` group's docstring has no 'Example:' section"}
+MISSING_EXAMPLE: dict = {}
 UNDOCUMENTED_OPTIONS = "runner/cli.py: export --format, search --limit and worker --outputs have no help text"
 
 
@@ -63,7 +63,6 @@ def test_help_exits_zero(path, flag):
     assert result.output.strip()
 
 
-@pytest.mark.xfail(strict=True, reason=UNDOCUMENTED_OPTIONS)
 def test_options_have_help():
     undocumented = [f"{' '.join(p)} {o.opts[0]}" for p, c in COMMANDS for o in c.params
                     if isinstance(o, click.Option) and not (o.help or "").strip()]

@@ -23,6 +23,22 @@ def cuda_available() -> bool:
         return False
 
 
+def resolve_device(compute: str) -> str:
+    """CTranslate2 device for a worker kind; BackendUnavailable when this machine lacks it."""
+    if compute in ("gpu", "cuda"):
+        if not cuda_available():
+            raise BackendUnavailable("gpu", "no CUDA GPU is visible to CTranslate2 on this machine")
+        return "cuda"
+    if compute == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if compute == "cpu":
+        return "cpu"
+    if compute in ("ane", "all"):
+        raise BackendUnavailable(
+            compute, "the Neural Engine needs macOS with Core ML (use --compute cpu or gpu on Linux)")
+    raise BackendUnavailable(compute, "unknown compute kind (cpu, gpu, ane, all, auto)")
+
+
 class CTranslate2Backend:
     """Whisper on CTranslate2; `compute` is cpu, gpu or auto."""
 
@@ -34,7 +50,7 @@ class CTranslate2Backend:
 
         if model.format != "ctranslate2":
             raise ModelError(model.name, f"is a {model.format} model; the ctranslate2 backend needs model.bin")
-        device = self._device(compute)
+        device = resolve_device(compute)
         self.compute = "gpu" if device == "cuda" else "cpu"
         self.compute_type = compute_type or _DEFAULT_TYPES[device]
         self._ct2 = ctranslate2
@@ -44,21 +60,6 @@ class CTranslate2Backend:
                 compute_type=self.compute_type, intra_threads=threads, inter_threads=1)
         except (RuntimeError, ValueError) as exc:
             raise ModelError(model.name, f"cannot load with CTranslate2 ({exc})") from exc
-
-    @staticmethod
-    def _device(compute: str) -> str:
-        if compute in ("gpu", "cuda"):
-            if not cuda_available():
-                raise BackendUnavailable("gpu", "no CUDA GPU is visible to CTranslate2 on this machine")
-            return "cuda"
-        if compute == "auto":
-            return "cuda" if cuda_available() else "cpu"
-        if compute == "cpu":
-            return "cpu"
-        if compute in ("ane", "all"):
-            raise BackendUnavailable(
-                compute, "the Neural Engine needs macOS with Core ML (use --compute cpu or gpu on Linux)")
-        raise BackendUnavailable(compute, "unknown compute kind (cpu, gpu, ane, all, auto)")
 
     def _view(self, array: np.ndarray):
         return self._ct2.StorageView.from_array(np.ascontiguousarray(array))
