@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["WordErrors", "QoI", "normalize", "word_errors", "qoi"]
+__all__ = ["WordErrors", "QoI", "normalize", "word_errors", "total_errors", "qoi"]
 
 
 # --------------------------------------------------------------------------- normalization
