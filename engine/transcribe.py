@@ -86,10 +86,17 @@ class LongFormDecoder:
         self.seek, stop = span
         self.audio.forget_before(self.seek)
         features = window_features(self.audio.slice(self.seek, stop), self.n_mels)
+        return Window(self.window_index, self.seek, stop, features, self.prompt())
+
+    def prompt(self) -> list[int]:
+        """Previous text (cut to the ladder) and the start sequence for the next window."""
         previous = previous_context(self.all_tokens[self.prompt_reset_since:]) \
             if self.options.condition_on_previous_text else []
-        prompt = build_prompt(self.tokenizer, previous, self.options.without_timestamps)
-        return Window(self.window_index, self.seek, stop, features, prompt)
+        return build_prompt(self.tokenizer, previous, self.options.without_timestamps)
+
+    def set_language(self, language: str) -> None:
+        """Use the detected language from now on (multilingual models)."""
+        self.tokenizer = self.tokenizer.with_language(language)
 
     def _next_span(self) -> tuple[int, int] | None:
         """(seek, stop) of the next window with speech in it."""
