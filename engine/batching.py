@@ -171,15 +171,18 @@ class BatchTranscriber:
             window.prompt = slot.decoder.prompt()
 
     def _align(self, encoded: np.ndarray, ready: list[tuple[_Slot, Window]], splits) -> list:
-        """Word times for every window that kept text, one alignment call per start sequence."""
+        """Word times for every window that kept text.
+
+        One call per window: CTranslate2's batched alignment shifts times by a frame, which
+        would move the next seek and make batched results differ from sequential ones.
+        """
         words: list = [None] * len(ready)
-        groups: dict[tuple, list[int]] = defaultdict(list)
         for i, (raw, _) in enumerate(splits):
-            if raw:
-                groups[ready[i][0].decoder.tokenizer.sot_sequence].append(i)
-        for start, items in groups.items():
-            text = [[t for r in splits[i][0] for t in r.text_tokens] for i in items]
-            results = self.backend.align(encoded[items], list(start), text, [ready[i][1].num_frames for i in items])
-            for i, tokens, alignment in zip(items, text, results):
-                words[i] = words_from_alignment(ready[i][0].decoder.tokenizer, tokens, alignment)
+            if not raw:
+                continue
+            tokenizer = ready[i][0].decoder.tokenizer
+            text = [t for r in raw for t in r.text_tokens]
+            (alignment,) = self.backend.align(encoded[i:i + 1], list(tokenizer.sot_sequence), [text],
+                                              [ready[i][1].num_frames])
+            words[i] = words_from_alignment(tokenizer, text, alignment)
         return words

@@ -148,6 +148,10 @@ class LongFormDecoder:
             return False
         return opts.log_prob_threshold is None or decoded.avg_logprob < opts.log_prob_threshold
 
+    def _likely_silence(self, decoded: DecodedWindow) -> bool:
+        threshold = self.options.no_speech_threshold
+        return threshold is not None and decoded.no_speech_prob > threshold
+
     def split(self, window: Window, decoded: DecodedWindow) -> tuple[list[RawSegment], int]:
         """Segments delimited by timestamp pairs, and the seek of the next window."""
         if self.is_silence(decoded):
@@ -196,8 +200,8 @@ class LongFormDecoder:
                                 for i, r in enumerate(raw)) if s is not None]
         for r in raw:
             self.all_tokens.extend(r.tokens)
-        if decoded.temperature > self.options.prompt_reset_on_temperature:
-            self.prompt_reset_since = len(self.all_tokens)
+        if decoded.temperature > self.options.prompt_reset_on_temperature or self._likely_silence(decoded):
+            self.prompt_reset_since = len(self.all_tokens)  # never condition on a likely hallucination
         self.seek = next_seek
         self.window_index += 1
         return segments
