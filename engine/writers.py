@@ -33,6 +33,7 @@ class CueOptions:
     max_duration: float = 7.0
     max_cps: float = 17.0
     min_gap: float = 0.0
+    cps_slack: float = 1.4  # a multi-word cue may reach max_cps * cps_slack when speech is that dense
 
     def __post_init__(self):
         for name in ("max_line_chars", "max_lines"):
@@ -43,6 +44,8 @@ class CueOptions:
             v = getattr(self, name)
             if not _finite(v) or v < 0.001:
                 raise ValueError(f"{name} must be a finite number >= 0.001, got {v!r}")
+        if not _finite(self.cps_slack) or self.cps_slack < 1:
+            raise ValueError(f"cps_slack must be a finite number >= 1, got {self.cps_slack!r}")
         if not _finite(self.min_gap) or self.min_gap < 0:
             raise ValueError(f"min_gap must be a finite number >= 0, got {self.min_gap!r}")
 
@@ -133,7 +136,7 @@ def _cue_end(toks: list[_Tok], i: int, j: int, chars: int, after: int, o: CueOpt
 def _plan(toks: list[_Tok], after: int, o: CueOptions) -> list[tuple[int, int, int]]:
     """Split one segment's words into the fewest readable cues (DP), balanced by size: (i, j, end_ms)."""
     n, max_ms = len(toks), math.floor(o.max_duration * 1000 + 1e-6)
-    best: list[tuple | None] = [((0, 0), -1, 0)] + [None] * n
+    best: list[tuple | None] = [((0, 0, 0), -1, 0)] + [None] * n
     for i in range(n):
         if best[i] is None:
             continue
@@ -147,9 +150,13 @@ def _plan(toks: list[_Tok], after: int, o: CueOptions) -> list[tuple[int, int, i
             if lines > o.max_lines or (j > i and toks[j].e - toks[i].s > max_ms):
                 break
             end = _cue_end(toks, i, j, chars, after, o)
-            if j > i and chars * 1000 > o.max_cps * (end - toks[i].s) * (1 + 1e-9):
+            span = end - toks[i].s
+            if j > i and chars * 1000 > o.max_cps * o.cps_slack * span * (1 + 1e-9):
                 continue
-            cost = (best[i][0][0] + 1, best[i][0][1] + chars * chars)
+            # Fewest cues over max_cps first: dense speech gets a few slightly fast cues, not a
+            # flicker of one-word cues (which are over the limit too).
+            over = int(chars * 1000 > o.max_cps * span * (1 + 1e-9))
+            cost = (best[i][0][0] + over, best[i][0][1] + 1, best[i][0][2] + chars * chars)
             if best[j + 1] is None or cost < best[j + 1][0]:
                 best[j + 1] = (cost, i, end)
     spans, k = [], n
