@@ -41,3 +41,13 @@ class BackendUnavailable(ScriptoriumError):
         self.backend = backend
         self.reason = reason
         super().__init__(f"{backend}: {reason}")
+
+
+class HubError(ScriptoriumError):
+    """A model hub request failed: `url` is what was asked, `reason` says why, `retry` how to try again."""
+
+    def __init__(self, url: str, reason: str, retry: str | None = None):
+        self.url = str(url)
+        self.reason = reason
+        self.retry = retry
+        super().__init__(f"{reason} ({self.url})" + (f"; retry with: {retry}" if retry else ""))

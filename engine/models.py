@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from engine.errors import ModelError
 
 DEFAULT_MODEL = "tiny.en"
+MANIFEST = "scriptorium-model.json"  # written by engine.model_store; not part of the content hash
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,25 @@ def packaged_model_dir() -> Path:
     return Path(get_model_path())
 
 
+def default_models_dir() -> Path:
+    """Where downloaded and imported models live: $SCRIPTORIUM_MODELS, else ~/.cache/scriptorium/models."""
+    env = os.environ.get("SCRIPTORIUM_MODELS")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "scriptorium" / "models"
+
+
 def resolve_model(model: str | Path | None = None, models_dir: Path | None = None) -> ModelSpec:
-    """A model by name (packaged default, or a folder under models_dir) or by path."""
+    """A model by name (packaged default, or a folder under models_dir) or by path.
+
+    Folders whose name starts with a dot (such as `.partial`, where downloads are
+    assembled) are never models.
+    """
     name = str(model) if model else DEFAULT_MODEL
     candidates = [Path(name).expanduser()]
-    if models_dir is not None:
-        candidates.append(Path(models_dir) / name)
+    if not name.startswith(".") and "/" not in name and os.sep not in name:
+        candidates.append(Path(models_dir if models_dir is not None else default_models_dir()) / name)
     if name == DEFAULT_MODEL:
         candidates.append(packaged_model_dir())
     for path in candidates:
@@ -49,8 +64,8 @@ def resolve_model(model: str | Path | None = None, models_dir: Path | None = Non
     raise ModelError(name, "no such model (give a CTranslate2 Whisper folder, or see 'scriptorium models list')")
 
 
-def describe(path: Path, name: str | None = None) -> ModelSpec:
-    """Read config.json / preprocessor_config.json of a model folder."""
+def describe(path: Path, name: str | None = None, hash_files: bool = True) -> ModelSpec:
+    """Read config.json / preprocessor_config.json of a model folder (sha256 "" unless hash_files)."""
     fmt = "ctranslate2" if (path / "model.bin").is_file() else "coreml"
     config = _read_json(path / "config.json")
     pre = _read_json(path / "preprocessor_config.json")
@@ -58,7 +73,7 @@ def describe(path: Path, name: str | None = None) -> ModelSpec:
     vocab = _vocab_size(path, config)
     multilingual = vocab >= 51865 if vocab else bool(config.get("lang_ids") and len(config["lang_ids"]) > 1
                                                         and not str(name or path.name).endswith(".en"))
-    return ModelSpec(name or path.name, path, fmt, n_mels, multilingual, content_hash(path))
+    return ModelSpec(name or path.name, path, fmt, n_mels, multilingual, content_hash(path) if hash_files else "")
 
 
 def _vocab_size(path: Path, config: dict) -> int:
@@ -85,7 +100,7 @@ def _read_json(path: Path) -> dict:
 
 def content_hash(path: Path) -> str:
     """sha256 over the model's weight and config files (names and bytes), cached per size and mtime."""
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST)
     key = tuple((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     return _hash_files(str(path), key)
 

@@ -395,5 +395,9 @@ def check(data, db, redis_url):
     click.echo("catalog schema matches the code")
 
 
+from runner.models_cmd import models  # noqa: E402 - registered after the other commands
+
+main.add_command(models)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

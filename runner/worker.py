@@ -13,6 +13,9 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from engine.api import Transcriber
+from engine.errors import ModelError
+from engine.model_store import verify_model
+from engine.models import resolve_model
 from engine.options import TranscribeOptions
 from runner import jobs
 from runner.config import Settings
@@ -74,7 +77,12 @@ def _on_failure(job, exc_type, exc_value, _tb) -> bool:
 def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model: str | None = None,
                burst: bool = False) -> None:
     """Load the model, then work the queue until stopped (or until it is empty with burst)."""
-    transcriber = Transcriber(model=model, compute=compute, threads=threads, models_dir=settings.models_dir)
+    spec = resolve_model(model, settings.models_dir)
+    problems = verify_model(spec)  # a model with a manifest must still match it
+    if problems:
+        raise ModelError(spec.name, f"fails verification, refusing to load it ({'; '.join(problems)}); "
+                                    f"see 'scriptorium models verify {spec.name}'")
+    transcriber = Transcriber(model=spec, compute=compute, threads=threads)
     catalog = Catalog.open(settings.db_url)
     name = worker_name(transcriber.backend.compute)
     catalog.heartbeat_worker(name, transcriber.backend.compute, socket.gethostname(), os.getpid())
