@@ -399,5 +399,31 @@ from runner.models_cmd import models  # noqa: E402 - registered after the other 
 
 main.add_command(models)
 
+@main.command()
+@data_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (the default lets only this machine in).")
+@click.option("--port", type=int, default=8765, show_default=True, help="Port to listen on.")
+def serve(data, db, redis_url, host, port):
+    """Browse the archive in a web page: search, read along as it plays, watch the backlog.
+
+    Media are served only from the folders they were scanned in. The backlog's retry button
+    enqueues failed files when --redis is given; otherwise they are marked queued and the
+    next `scriptorium run` picks them up.
+
+    Example:
+
+        scriptorium serve --data ~/archive-data --port 8765
+    """
+    import uvicorn
+
+    from runner.web.app import create_app
+
+    settings = _settings(data, db, redis_url)
+    app = create_app(_catalog(settings), redis_url=settings.redis_url, queue_name=settings.queue_name, host=host)
+    click.echo(f"Scriptorium on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

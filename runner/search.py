@@ -6,12 +6,13 @@ syntax characters are just text); raw=True hands it to the engine's own query sy
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from runner.catalog import TEXT_SEARCH_CONFIG
+from runner.catalog import TEXT_SEARCH_CONFIG, UTCDateTime
 from runner.db import Catalog
 from runner.errors import SearchError
 from runner.status import Status
@@ -71,9 +72,16 @@ def folder_pattern(folder: str) -> str:
     return base.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _filters(params: dict, folder: str | None, model: str | None) -> str:
+def _filters(params: dict, folder: str | None, model: str | None, scanned_from: dt.datetime | None = None,
+             scanned_before: dt.datetime | None = None) -> str:
     """The optional WHERE clauses (fixed SQL text), their values put in `params`."""
     clauses = []
+    if scanned_from is not None:
+        params["scanned_from"] = scanned_from
+        clauses.append("AND m.scanned_at >= :scanned_from")
+    if scanned_before is not None:
+        params["scanned_before"] = scanned_before
+        clauses.append("AND m.scanned_at < :scanned_before")
     if folder:
         params["folder"] = folder_pattern(folder)
         clauses.append("AND m.path LIKE :folder ESCAPE '\\'")
@@ -106,13 +114,21 @@ def _reason(exc: sa.exc.DBAPIError) -> str | None:
 
 def search(
     catalog: Catalog, query: str, limit: int = 20, folder: str | None = None, model: str | None = None,
-    raw: bool = False,
+    raw: bool = False, scanned_from: dt.datetime | None = None, scanned_before: dt.datetime | None = None,
 ) -> list[Hit]:  # fmt: skip
-    """Segments of finished transcripts matching `query`, best first; SearchError for a bad raw query."""
+    """Segments of finished transcripts matching `query`, best first; SearchError for a bad raw query.
+
+    `scanned_from` (inclusive) and `scanned_before` (exclusive) keep files whose last scan falls between them.
+    """
     if limit <= 0 or not query.strip() or (not raw and catalog.dialect == "sqlite" and not plain_fts5_query(query)):
         return []
     params: dict = {"limit": int(limit), "done": Status.done.value}
-    statement = _statement(catalog.dialect, query, raw, params, _filters(params, folder, model))
+    filters = _filters(params, folder, model, scanned_from, scanned_before)
+    statement = _statement(catalog.dialect, query, raw, params, filters)
+    # Times are bound as the column's type, so SQLite compares them in the format it stores.
+    typed = [sa.bindparam(k, type_=UTCDateTime()) for k in ("scanned_from", "scanned_before") if k in params]
+    if typed:
+        statement = statement.bindparams(*typed)
     try:
         with catalog.read() as session:
             rows = session.execute(statement, params).all()
