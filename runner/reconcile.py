@@ -23,13 +23,19 @@ DEAD_AFTER_S = 60.0
 
 
 def _pid_alive(pid: int) -> bool:
+    """True if the process runs; a zombie (killed, not yet reaped by its new parent) is dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
 
 def worker_dead(catalog: Catalog, name: str | None, now: dt.datetime | None = None) -> bool:
