@@ -56,6 +56,14 @@ class Transcriber:
         batcher = BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options, batch_size)
         return batcher.run(tasks)
 
+    def window_server(self, options: TranscribeOptions | None = None, batch_size: int = 8):
+        """A server that batches the windows of files transcribed from many threads."""
+        from engine.window_server import WindowServer
+
+        options = options or TranscribeOptions()
+        return WindowServer(BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options,
+                                             batch_size))
+
     def transcribe_iter(self, path: str | Path, options: TranscribeOptions | None = None) -> Iterator[Segment]:
         """Segments of one file as they are decoded; raises MediaError for unreadable media."""
         for event in self.stream([FileTask(str(path), str(path))], options):

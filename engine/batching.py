@@ -99,7 +99,7 @@ class BatchTranscriber:
             ready, events = self._windows(slots)
             yield from events
             if ready:
-                yield from self._step(ready)
+                yield from self.step(ready)
 
     def _fill(self, slots: list[_Slot], pending: Iterator[FileTask]) -> Iterator[Event]:
         """Open files until every slot is taken; a file that cannot be opened fails alone."""
@@ -108,36 +108,45 @@ class BatchTranscriber:
             if task is None:
                 return
             try:
-                known = self.options.language or (None if self.tokenizer.multilingual else "en")
-                slots.append(_Slot(task, self._open(task), language=known))
+                slots.append(self.open_slot(task))
             except MediaError as exc:
                 yield FileFailed(task.key, exc)
 
-    def _open(self, task: FileTask) -> LongFormDecoder:
-        return LongFormDecoder(task.path, self.tokenizer, self.options, self.n_mels, task.start_seek,
-                               task.start_window, task.previous_tokens, task.first_segment_id, task.duration)
+    def open_slot(self, task: FileTask) -> _Slot:
+        """A file's long-form state; MediaError if it cannot be opened."""
+        decoder = LongFormDecoder(task.path, self.tokenizer, self.options, self.n_mels, task.start_seek,
+                                  task.start_window, task.previous_tokens, task.first_segment_id, task.duration)
+        known = self.options.language or (None if self.tokenizer.multilingual else "en")
+        return _Slot(task, decoder, language=known)
+
+    def next_window(self, slot: _Slot) -> Window | FileDone:
+        """The slot's next window, or FileDone when its file is finished (MediaError on bad media)."""
+        started = time.perf_counter()
+        window = slot.decoder.next_window()
+        slot.timings["audio_and_features"] += time.perf_counter() - started
+        if window is None:
+            return FileDone(slot.task.key, slot.decoder.audio.duration, slot.language or "en",
+                            slot.language_probability, dict(slot.timings))
+        return window
 
     def _windows(self, slots: list[_Slot]) -> tuple[list[tuple[_Slot, Window]], list[Event]]:
         """The next window of every slot; finished or failing files leave their slot."""
         ready, events = [], []
         for slot in list(slots):
-            started = time.perf_counter()
             try:
-                window = slot.decoder.next_window()
+                window = self.next_window(slot)
             except MediaError as exc:
                 slots.remove(slot)
                 events.append(FileFailed(slot.task.key, exc))
                 continue
-            slot.timings["audio_and_features"] += time.perf_counter() - started
-            if window is None:
+            if isinstance(window, FileDone):
                 slots.remove(slot)
-                events.append(FileDone(slot.task.key, slot.decoder.audio.duration, slot.language or "en",
-                                       slot.language_probability, dict(slot.timings)))
+                events.append(window)
             else:
                 ready.append((slot, window))
         return ready, events
 
-    def _step(self, ready: list[tuple[_Slot, Window]]) -> Iterator[WindowDone]:
+    def step(self, ready: list[tuple[_Slot, Window]]) -> Iterator[WindowDone]:
         """Encode, decode, split and align one window per file, all files at once."""
         windows = [w for _, w in ready]
         clock = time.perf_counter()

