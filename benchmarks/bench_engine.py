@@ -41,22 +41,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from engine.evaluation import WordErrors, normalize, qoi, total_errors, word_errors  # noqa: E402
-
-GOOD_QUALITY = ("exact", "exact-canonical", "exact-verbatim", "corrected-official")
-# Licensed for local evaluation only (CC BY-NC-ND): never part of a benchmark we commit or publish.
-LOCAL_ONLY = {"ted_60.m4a"}
-BASELINE = "fw-seq"
-
-
-@dataclass
-class Item:
-    """One file to transcribe and its reference."""
-
-    name: str
-    path: Path
-    duration: float
-    reference: str
-    reference_words: int = 0
+from runner.bench import (PEER, PEER_BATCHED, BenchError, Item, faster_whisper_model,  # noqa: E402
+                          faster_whisper_runners as _fw_runners, load_items, scriptorium_runner)
 
 
 @dataclass
@@ -70,25 +56,10 @@ class EngineResult:
 
 
 # --------------------------------------------------------------------------- corpus
+# Item, load_items (the manifest's files with a trustworthy reference) and the engine runners live in
+# runner/bench.py, shared with `scriptorium bench` and `scriptorium eval`.
 
-def load_items(audio_dir: Path, subset: list[str] | None) -> list[Item]:
-    manifest = json.loads((audio_dir / "manifest.json").read_text(encoding="utf-8"))
-    usable = {e["file"]: e for e in manifest
-              if e.get("reference") and e.get("reference_quality") in GOOD_QUALITY
-              and e["file"] not in LOCAL_ONLY}
-    if subset:
-        unknown = [f for f in subset if f not in usable]
-        if unknown:
-            raise SystemExit(f"not in the scored set (no trustworthy reference): {', '.join(unknown)}")
-        names = subset
-    else:
-        names = [e["file"] for e in manifest if e["file"] in usable]
-    items = []
-    for name in names:
-        e = usable[name]
-        ref = e["reference"]
-        items.append(Item(name, audio_dir / name, float(e["duration_s"]), ref, len(normalize(ref).split())))
-    return items
+BASELINE = "fw-seq"
 
 
 def build_long_form(audio_dir: Path, items: list[Item], tmp: Path) -> list[Item]:
@@ -126,73 +97,30 @@ def build_long_form(audio_dir: Path, items: list[Item], tmp: Path) -> list[Item]
 Runner = Callable[[list[Item]], dict[str, str | Exception]]  # file name -> text (or the error)
 
 
+def _plain(runner) -> Runner:
+    """A runner of runner.bench (name -> FileResult) as this script's (name -> text or the error)."""
+    def run(items: list[Item]) -> dict[str, str | Exception]:
+        return {name: (r.error if r.error is not None else r.text) for name, r in runner(items).items()}
+    return run
+
+
 def scriptorium_runners(args) -> dict[str, Runner]:
     from engine.api import Transcriber
-    from engine.batching import FileFailed
     from engine.options import TranscribeOptions
 
     transcriber = Transcriber(compute="cpu", threads=args.threads, compute_type=args.compute_type)
     options = TranscribeOptions(beam_size=args.beam_size)
-
-    def text(transcript) -> str:
-        return "".join(s.text for s in transcript.segments).strip()
-
-    def sequential(items: list[Item]) -> dict[str, str | Exception]:
-        out: dict[str, str | Exception] = {}
-        for item in items:
-            try:
-                out[item.name] = text(transcriber.transcribe(item.path, options))
-            except Exception as exc:  # noqa: BLE001 - a failure is a result here
-                out[item.name] = exc
-        return out
-
-    def batched(items: list[Item]) -> dict[str, str | Exception]:
-        by_path = {str(item.path): item.name for item in items}
-        out: dict[str, str | Exception] = {}
-        for result in transcriber.transcribe_many([item.path for item in items], options,
-                                                  batch_size=args.batch_size):
-            if isinstance(result, FileFailed):
-                out[by_path.get(result.key, result.key)] = result.error
-            else:
-                out[by_path.get(result.info.path, result.info.path)] = text(result)
-        return out
-
-    return {"scriptorium-seq": sequential, f"scriptorium-batch{args.batch_size}": batched}
+    return {"scriptorium-seq": _plain(scriptorium_runner(transcriber, options, 1)),
+            f"scriptorium-batch{args.batch_size}": _plain(scriptorium_runner(transcriber, options, args.batch_size))}
 
 
 def faster_whisper_runners(args, model_path: str) -> dict[str, Runner]:
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
-
-    model = WhisperModel(model_path, device="cpu", compute_type=args.compute_type, cpu_threads=args.threads)
-    common = dict(beam_size=args.beam_size, word_timestamps=True)
-
-    def sequential(items: list[Item]) -> dict[str, str | Exception]:
-        out: dict[str, str | Exception] = {}
-        for item in items:
-            try:
-                segments, _info = model.transcribe(str(item.path), condition_on_previous_text=True,
-                                                   vad_filter=False, **common)
-                out[item.name] = "".join(s.text for s in segments).strip()  # consuming decodes
-            except Exception as exc:  # noqa: BLE001
-                out[item.name] = exc
-        return out
-
-    runners = {BASELINE: sequential}
-    if args.fw_batched:
-        pipeline = BatchedInferencePipeline(model=model)
-
-        def batched(items: list[Item]) -> dict[str, str | Exception]:
-            out: dict[str, str | Exception] = {}
-            for item in items:
-                try:
-                    segments, _info = pipeline.transcribe(str(item.path), batch_size=args.batch_size, **common)
-                    out[item.name] = "".join(s.text for s in segments).strip()
-                except Exception as exc:  # noqa: BLE001
-                    out[item.name] = exc
-            return out
-
-        runners[f"fw-batched{args.batch_size}"] = batched
-    return runners
+    model = faster_whisper_model(model_path, "cpu", args.compute_type, args.threads)
+    runners = _fw_runners(model, args.beam_size, args.batch_size if args.fw_batched else None)
+    out = {BASELINE: _plain(runners[PEER])}
+    if PEER_BATCHED in runners:
+        out[f"fw-batched{args.batch_size}"] = _plain(runners[PEER_BATCHED])
+    return out
 
 
 # --------------------------------------------------------------------------- run and report
@@ -203,7 +131,10 @@ def run(args) -> dict:
     audio_dir = Path(args.audio_dir).resolve()
     if not (audio_dir / "manifest.json").is_file():
         raise SystemExit(f"no manifest.json in {audio_dir} (give --audio-dir)")
-    items = load_items(audio_dir, args.files)
+    try:
+        items = load_items(audio_dir, args.files)
+    except BenchError as exc:
+        raise SystemExit(str(exc)) from exc
     with tempfile.TemporaryDirectory(prefix="bench_engine_") as tmp:
         if args.long_form_mix:
             items += build_long_form(audio_dir, items, Path(tmp))
