@@ -15,7 +15,13 @@ def _ctranslate2(model: ModelSpec, **kw) -> Backend:
     return CTranslate2Backend(model, **kw)
 
 
-REGISTRY: dict[str, Callable[..., Backend]] = {"ctranslate2": _ctranslate2}
+def _coreml(model: ModelSpec, **kw) -> Backend:
+    from engine.backends.coreml.backend import CoreMLBackend
+
+    return CoreMLBackend(model, **kw)
+
+
+REGISTRY: dict[str, Callable[..., Backend]] = {"ctranslate2": _ctranslate2, "coreml": _coreml}
 
 
 def register(name: str, factory: Callable[..., Backend]) -> None:
