@@ -429,5 +429,11 @@ def serve(data, db, redis_url, host, port):
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+from runner.bench_cmd import bench, eval_  # noqa: E402 - registered after the core commands
+
+main.add_command(bench)
+main.add_command(eval_)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

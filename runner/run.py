@@ -98,7 +98,8 @@ def _run(settings, catalog, paths, plan: PoolPlan, model, options) -> int:
     summary = Scanner(catalog, spec.sha256).scan(paths, progress=tty)
     print(f"scan: {summary.line()}", file=sys.stderr)
     queue = job_queue(connect(settings.redis_url), settings.queue_name)
-    for media_id, duration in summary.to_queue:
+    # longest first: the long files start together and the short ones fill the batch around them
+    for media_id, duration in sorted(summary.to_queue, key=lambda item: -(item[1] or 0)):
         enqueue(queue, media_id, options.to_dict(), model, duration)
     requeue_orphans(catalog, queue, options.to_dict(), model)
     ids = [i for i, _ in summary.to_queue]
@@ -119,11 +120,14 @@ def _watch(catalog: Catalog, ids: list[int], pool: list[subprocess.Popen], tty: 
     """One progress bar in audio minutes until every worker has emptied the queue and exited."""
     done, total = _progress(catalog, ids)
     bar = tqdm(total=round(total / 60, 2), unit="audio min", disable=not tty or not ids, dynamic_ncols=True)
+    last = 0.0
     while any(p.poll() is None for p in pool):
-        time.sleep(1.0)
-        done, total = _progress(catalog, ids)
-        bar.n = round(done / 60, 2)
-        bar.refresh()
+        time.sleep(0.2)  # notice the end quickly, but ask the catalog once a second
+        if time.monotonic() - last >= 1.0:
+            last = time.monotonic()
+            done, total = _progress(catalog, ids)
+            bar.n = round(done / 60, 2)
+            bar.refresh()
     bar.close()
 
 

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -14,13 +15,14 @@ from sqlalchemy import delete, select
 from tqdm import tqdm
 
 from engine.audio import probe
-from engine.errors import MediaError, NoAudioStream
+from engine.errors import MediaError
 from runner import catalog as m
 from runner.db import Catalog
 from runner.status import Status
 
 log = logging.getLogger(__name__)
-SETTLE_SECONDS = 2.0  # a file modified more recently than this may still be being written
+SETTLE_SECONDS = 2.0
+PROBE_THREADS = 4  # ffprobe runs are mostly waiting: overlap them  # a file modified more recently than this may still be being written
 
 
 @dataclass
@@ -71,6 +73,15 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _inspect(path: Path) -> tuple:
+    """(error, status, duration, codec, sha256) of a file: probing runs ffprobe, so it runs in threads."""
+    try:
+        info = probe(path)
+    except MediaError as exc:  # NoAudioStream included
+        return exc.reason, Status.skipped, None, None, None
+    return None, Status.queued, info.duration, info.codec, file_hash(path)
+
+
 class Scanner:
     """Records what it finds in the catalog; decides per file: skip, queue, or record a reason."""
 
@@ -80,30 +91,43 @@ class Scanner:
 
     def scan(self, roots: list[Path], progress: bool = False) -> ScanSummary:
         summary = ScanSummary()
-        for root in roots:
-            root = Path(root).expanduser().resolve()
-            files = [root] if root.is_file() else walk(root)
-            scan_root = root.parent if root.is_file() else root
-            for path in tqdm(files, desc=f"scan {root.name}", unit=" files", disable=not progress, leave=False):
-                self._scan_file(path.absolute(), scan_root, summary)
+        with ThreadPoolExecutor(PROBE_THREADS) as pool:
+            for root in roots:
+                root = Path(root).expanduser().resolve()
+                files = [root] if root.is_file() else walk(root)
+                scan_root = root.parent if root.is_file() else root
+                pending: list = []
+                for path in tqdm(files, desc=f"scan {root.name}", unit=" files", disable=not progress, leave=False):
+                    todo = self._scan_file(path.absolute(), scan_root, summary)
+                    if todo is not None:  # new or changed: probe and hash in the pool
+                        pending.append((todo, pool.submit(_inspect, todo[0])))
+                    if len(pending) >= 4 * PROBE_THREADS:
+                        self._record_all(pending, summary)
+                self._record_all(pending, summary)
         return summary
 
-    def _scan_file(self, path: Path, root: Path, summary: ScanSummary) -> None:
+    def _record_all(self, pending: list, summary: ScanSummary) -> None:
+        for (path, root, st, row), future in pending:
+            self._record(path, root, st, row, future.result(), summary)
+        pending.clear()
+
+    def _scan_file(self, path: Path, root: Path, summary: ScanSummary):
+        """Known and unchanged files are settled here; others are returned for probing."""
         try:
             st = path.stat()
         except OSError as exc:
             summary.failed += 1
             log.warning("%s: %s", path, exc.strerror)
-            return
+            return None
         if time.time() - st.st_mtime < SETTLE_SECONDS:
             summary.busy += 1
-            return
+            return None
         with self.catalog.read() as session:
             row = session.scalar(select(m.MediaFile).where(m.MediaFile.path == str(path)))
         if row is not None and row.size == st.st_size and row.mtime == st.st_mtime:
             self._known_unchanged(row, summary)
-            return
-        self._examine(path, root, st, row, summary)
+            return None
+        return path, root, st, row
 
     def _known_unchanged(self, row: m.MediaFile, summary: ScanSummary) -> None:
         summary.unchanged += 1
@@ -118,16 +142,10 @@ class Scanner:
                 m.Transcript.media_id == media_id, m.Transcript.status == Status.done)).all()
         return self.model_hash in hashes
 
-    def _examine(self, path: Path, root: Path, st: os.stat_result, row, summary: ScanSummary) -> None:
-        """Probe and hash a new or changed file, then record it."""
-        try:
-            info = probe(path)
-            error, status, duration, codec = None, Status.queued, info.duration, info.codec
-        except NoAudioStream as exc:
-            error, status, duration, codec = exc.reason, Status.skipped, None, None
-        except MediaError as exc:
-            error, status, duration, codec = exc.reason, Status.skipped, None, None
-        digest = file_hash(path) if status == Status.queued else None
+    def _record(self, path: Path, root: Path, st: os.stat_result, row, inspected: tuple,
+                summary: ScanSummary) -> None:
+        """Record a probed file: queue it, adopt it as a moved one, or note why it is not media."""
+        error, status, duration, codec, digest = inspected
         values = dict(path=str(path), scan_root=str(root), size=st.st_size, mtime=st.st_mtime,
                       content_hash=digest, duration=duration, codec=codec, status=status, error=error,
                       scanned_at=m.utcnow())
