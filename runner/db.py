@@ -141,6 +141,30 @@ class Catalog:
         """The database kind: 'sqlite' or 'postgresql'."""
         return self.engine.dialect.name
 
+    def identity(self) -> str:
+        """What this catalog is, the same from every host that opens it (for the queue's owner check).
+
+        PostgreSQL: the cluster's system identifier and the database name (so two URLs of one
+        database agree); SQLite: this host and the file's real path; else the URL without password.
+        """
+        if self.dialect == "postgresql":
+            try:
+                with self.engine.connect() as conn:
+                    sysid, name = conn.execute(sa.text(
+                        "SELECT system_identifier, current_database() FROM pg_control_system()")).one()
+                return f"postgresql:{sysid}:{name}"
+            except sa.exc.DBAPIError:  # pg_control_system() revoked: fall back on host, port and name
+                url = self.url
+                return f"postgresql:{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+        if self.dialect == "sqlite":
+            import socket
+
+            db = self.url.database or ""
+            if not db or db == ":memory:" or db.startswith("file:") or self.url.query.get("mode") == "memory":
+                return f"sqlite:memory:{socket.gethostname()}:{id(self)}"
+            return f"sqlite:{socket.gethostname()}:{Path(db).expanduser().resolve()}"
+        return self.url.render_as_string(hide_password=True)
+
     def close(self) -> None:
         """Release every pooled connection."""
         self.engine.dispose()

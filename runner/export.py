@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from runner import catalog as m
 from runner.db import Catalog
+from runner.errors import RunnerError
 from runner.jobs import write_media_outputs
 from runner.status import Status
 
@@ -29,8 +30,10 @@ def export_outputs(catalog: Catalog, output_dir: Path, formats: tuple[str, ...],
     for media_id, path, root in rows:
         if not _under(path, roots):
             continue
-        relative = _relative_dir(path, root)
-        write_media_outputs(catalog, settings, media_id, formats, (output_dir / relative).resolve())
+        target = (output_dir / _relative_dir(path, root)).resolve()
+        if not target.is_relative_to(output_dir.resolve()):  # a path with '..' climbing out of its root
+            raise RunnerError(f"{path}: export folder would leave {output_dir}")
+        write_media_outputs(catalog, settings, media_id, formats, target)
         count += 1
     return count
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
+import unicodedata
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,8 @@ from engine.api import Transcriber
 from engine.batching import FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
-from engine.writers import write_outputs
+from engine.writers import MAX_STEM_BYTES, safe_stem, write_outputs
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from runner import catalog as m
@@ -23,6 +26,19 @@ from runner.errors import RunnerError
 from runner.status import Status
 
 log = logging.getLogger(__name__)
+CATALOG_WAIT_S = 300.0  # a job waits this long for an unreachable catalog (restart, long lock) to come back
+CATALOG_RESUMES = 10  # and resumes at most this often (an error that is no outage must not loop)
+OUTPUTS_PENDING = "outputs not written"  # media.error of a finished transcript whose files could not be written
+
+
+class CatalogUnavailable(RunnerError):
+    """The catalog stayed unreachable: not the file's fault, so it is no failed attempt of the file."""
+
+
+def is_catalog_outage(exc: BaseException) -> bool:
+    """A lost or refused database connection, or a lock held past the busy timeout."""
+    return isinstance(exc, (CatalogUnavailable, sa_exc.OperationalError, sa_exc.InterfaceError)) or \
+        (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
 
 
 @dataclass
@@ -56,8 +72,42 @@ def context() -> WorkerContext:
 
 
 def transcribe_media(media_id: int, options: dict, model: str | None = None) -> dict:
-    """Transcribe one catalogued file, committing each window, then write its outputs."""
+    """Transcribe one catalogued file, committing each window, then write its outputs.
+
+    If the catalog goes away (a database restart, a lock held too long), the job waits for it
+    and resumes from the last committed window instead of failing the file.
+    """
     ctx = context()
+    deadline = time.monotonic() + CATALOG_WAIT_S
+    for resume in range(CATALOG_RESUMES + 1):
+        try:
+            return _transcribe_media(ctx, media_id, options, model)
+        except Exception as exc:
+            if not is_catalog_outage(exc) or isinstance(exc, CatalogUnavailable):
+                raise
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("media %s: catalog unreachable (%s); waiting for it", media_id, first_line)
+            if resume == CATALOG_RESUMES or not _wait_for_catalog(ctx.catalog, deadline):
+                raise CatalogUnavailable(f"media {media_id}: catalog unusable: {first_line}") from exc
+            log.warning("media %s: catalog is back; resuming from the last committed window", media_id)
+    raise AssertionError("unreachable")
+
+
+def _wait_for_catalog(catalog: Catalog, deadline: float) -> bool:
+    """True once the catalog answers again; False at the deadline or when the worker is stopping."""
+    delay = 0.5
+    while time.monotonic() < deadline and not STOP.is_set():
+        time.sleep(delay)
+        try:
+            with catalog.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except sa_exc.DBAPIError:
+            delay = min(delay * 2, 5.0)
+    return False
+
+
+def _transcribe_media(ctx: WorkerContext, media_id: int, options: dict, model: str | None) -> dict:
     opts = TranscribeOptions.from_dict(options)
     media = _load_media(ctx.catalog, media_id)
     if model and model != ctx.transcriber.model.name:
@@ -65,13 +115,32 @@ def transcribe_media(media_id: int, options: dict, model: str | None = None) -> 
     try:
         _check_unchanged(media)
         if _already_done(ctx, media.id, opts):
-            write_media_outputs(ctx.catalog, ctx.settings, media.id)
-            return {"media_id": media_id, "status": "done", "reused": True}
+            error = _write_outputs(ctx, media.id)
+            if error is None and media.status != Status.done:
+                ctx.catalog.set_media_status(media.id, Status.done)
+            return {"media_id": media_id, "status": "queued" if error else "done", "reused": True, "error": error}
         return _run(ctx, media, opts)
     except MediaError as exc:
         status = ctx.catalog.record_failure(media_id, exc.reason, exc.permanent, ctx.settings.max_attempts)
         log.warning("media %s: %s (%s)", media_id, exc, status.value)
         return {"media_id": media_id, "status": status.value, "error": exc.reason}
+
+
+def _write_outputs(ctx: WorkerContext, media_id: int) -> str | None:
+    """Write the outputs of a finished transcript; if the disk refuses (full, read-only), say so.
+
+    The transcript stays done in the catalog and the file goes back to `queued` with the reason,
+    without counting as a failed attempt: its next job (a later `run`, `worker` start or
+    `doctor --repair`) only writes the files. Returns the reason, or None when written.
+    """
+    try:
+        write_media_outputs(ctx.catalog, ctx.settings, media_id)
+        return None
+    except OSError as exc:
+        reason = f"{OUTPUTS_PENDING}: {exc.strerror or exc}; they are written when the file is queued again"
+        ctx.catalog.set_media_status(media_id, Status.queued, reason)
+        log.warning("media %s: %s", media_id, reason)
+        return reason
 
 
 def _load_media(catalog: Catalog, media_id: int) -> m.MediaFile:
@@ -88,7 +157,9 @@ def _already_done(ctx: WorkerContext, media_id: int, opts: TranscribeOptions) ->
     with ctx.catalog.read() as session:
         media = session.get(m.MediaFile, media_id)
         done = [t for t in media.transcripts if t.status == Status.done]
-        return media.status == Status.done and any(
+        # queued with OUTPUTS_PENDING: finished, only its files are missing (a rescan clears the error)
+        current = media.status == Status.done or (media.error or "").startswith(OUTPUTS_PENDING)
+        return current and any(
             t.model_hash == ctx.transcriber.model.sha256 and t.options == opts.to_dict() for t in done)
 
 
@@ -111,21 +182,27 @@ def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dic
     task = FileTask(media.id, media.path, seek, window, tuple(prompt), duration=media.duration)
     server = ctx.server if ctx.server is not None and ctx.server.core.options == opts else None
     events = server.stream(task) if server is not None else tr.stream([task], opts)
-    for event in events:
-        if isinstance(event, WindowDone):
-            ctx.catalog.add_window(tid, event.window, event.next_seek, event.segments)
-            if STOP.is_set():
-                from runner.worker import JobInterrupted
+    try:
+        for event in events:
+            if isinstance(event, WindowDone):
+                ctx.catalog.add_window(tid, event.window, event.next_seek, event.segments)
+                if STOP.is_set():
+                    from runner.worker import JobInterrupted
 
-                raise JobInterrupted(f"{media.path}: worker stopping; resumes at window {event.next_window}")
-        elif isinstance(event, FileFailed):
-            raise event.error
-        elif isinstance(event, FileDone):
-            wall = time.perf_counter() - started
-            ctx.catalog.finish_transcript(tid, event.language, event.language_probability, event.timings,
-                                          wall, event.duration)
-            write_media_outputs(ctx.catalog, ctx.settings, media.id)
-            return {"media_id": media.id, "status": "done", "audio_seconds": event.duration, "wall": wall}
+                    raise JobInterrupted(f"{media.path}: worker stopping; resumes at window {event.next_window}")
+            elif isinstance(event, FileFailed):
+                raise event.error
+            elif isinstance(event, FileDone):
+                wall = time.perf_counter() - started
+                ctx.catalog.finish_transcript(tid, event.language, event.language_probability, event.timings,
+                                              wall, event.duration)
+                error = _write_outputs(ctx, media.id)
+                return {"media_id": media.id, "status": "queued" if error else "done",
+                        "audio_seconds": event.duration, "wall": wall, "error": error}
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:  # a job left mid-file (stop, catalog outage) frees its decoder and batch slot now
+            close()
     raise RunnerError(f"{media.path}: transcription ended without a result")
 
 
@@ -159,7 +236,11 @@ def write_media_outputs(catalog: Catalog, settings: Settings, media_id: int,
 
 
 def output_stem(catalog: Catalog, path: str) -> str:
-    """talk.mp3 -> talk, unless talk.wav sits in the same folder: then both keep their extension."""
+    """talk.mp3 -> talk, unless talk.wav sits in the same folder: then both keep their extension.
+
+    A name that is not a safe file stem as it is (a leading '-' or '.', control characters, over
+    200 bytes) is cleaned and tagged with a hash of the full name, so it cannot take another's files.
+    """
     media = Path(path)
     prefix = str(media.parent / media.stem) + "."
     with catalog.read() as session:
@@ -167,4 +248,12 @@ def output_stem(catalog: Catalog, path: str) -> str:
             m.MediaFile.path.startswith(prefix, autoescape=True), m.MediaFile.path != path,
             m.MediaFile.status != Status.skipped)).all()
     clash = any(Path(p).parent == media.parent and Path(p).stem == media.stem for p in siblings)
-    return media.name if clash else media.stem
+    stem = media.name if clash else media.stem
+    cleaned = safe_stem(stem)
+    if cleaned != unicodedata.normalize("NFC", stem):
+        # '-rf' and 'rf', 'a\nb' and 'ab', two long names alike in their first 200 bytes would share
+        # files: a name that had to be cleaned gets a tag of its own (8 hex digits of its hash)
+        tag = hashlib.sha256(os.fsencode(media.name)).hexdigest()[:8]
+        cleaned = cleaned.encode("utf-8")[:MAX_STEM_BYTES - len(tag) - 1].decode("utf-8", "ignore").rstrip()
+        stem = f"{cleaned}-{tag}"
+    return stem

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import redis
 from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
+
+from runner.errors import RunnerError
 
 JOB_FUNC = "runner.jobs.transcribe_media"
 MIN_TIMEOUT_S = 600
@@ -50,3 +54,40 @@ def enqueue(queue: Queue, media_id: int, options: dict, model: str | None, durat
         timeout=job_timeout(duration), job_id=job_id(media_id), result_ttl=3600, failure_ttl=7 * 86400,
         retry=Retry(max=3), description=f"transcribe media {media_id}")
     return job.id
+
+
+class ForeignQueueError(RunnerError):
+    """The queue was claimed by another catalog: its jobs name media ids of that catalog."""
+
+
+def owner_key(queue_name: str) -> str:
+    """The Redis key naming the catalog a queue belongs to."""
+    return f"scriptorium:{queue_name}:catalog"
+
+
+def queue_owner(connection: redis.Redis, queue_name: str) -> dict | None:
+    """{"id": identity, "catalog": URL without password} of the queue's catalog, or None if unclaimed."""
+    raw = connection.get(owner_key(queue_name))
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"id": raw.decode(errors="replace"), "catalog": "?"}
+
+
+def claim_queue(connection: redis.Redis, queue_name: str, identity: str, shown: str) -> None:
+    """Bind the queue to this catalog on first use; refuse a queue bound to another one.
+
+    Jobs carry media ids only, so a worker reading another catalog's queue would transcribe the
+    wrong files (or none) and record them in the wrong place.
+    """
+    key = owner_key(queue_name)
+    connection.set(key, json.dumps({"id": identity, "catalog": shown}), nx=True)
+    owner = queue_owner(connection, queue_name)
+    if owner is not None and owner.get("id") != identity:
+        raise ForeignQueueError(
+            f"queue '{queue_name}' on this Redis belongs to the catalog {owner.get('catalog')} "
+            f"({owner.get('id')}), not to {shown} ({identity}): workers of different catalogs must not share a "
+            f"queue. Give this catalog its own Redis database, or, if that catalog is gone for good, delete the "
+            f"key '{key}' (redis-cli DEL {key}).")

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 
+import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
@@ -22,7 +23,8 @@ from engine.options import TranscribeOptions
 from runner import jobs
 from runner.config import Settings
 from runner.db import Catalog
-from runner.queue import connect, job_queue
+from runner.errors import RunnerError
+from runner.queue import claim_queue, connect, job_queue
 from runner.reconcile import requeue_orphans
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,12 @@ def _heartbeat(catalog: Catalog, names: list[str], compute: str, stop: threading
 
 
 def _on_failure(job, exc_type, exc_value, _tb) -> bool:
-    """Record the attempt in the catalog (not for a requested stop); rq's Retry re-queues it."""
-    if exc_type is JobInterrupted or not jobs.has_context():
+    """Record the attempt in the catalog (not for a requested stop); rq's Retry re-queues it.
+
+    A catalog outage is not the file's fault: it costs the file no attempt (and could not be
+    recorded anyway); the file stays queued or running, so the next worker start re-queues it.
+    """
+    if exc_type is JobInterrupted or not jobs.has_context() or jobs.is_catalog_outage(exc_value):
         return True
     media_id = (job.kwargs or {}).get("media_id")
     if media_id is not None:
@@ -89,15 +95,17 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     if problems:
         raise ModelError(spec.name, f"fails verification, refusing to load it ({'; '.join(problems)}); "
                                     f"see 'scriptorium models verify {spec.name}'")
-    transcriber = Transcriber(model=spec, compute=compute, threads=threads)
     catalog = Catalog.open(settings.db_url)
+    connection = connect(settings.redis_url)
+    # refused before loading the model: a queue bound to another catalog names other media ids
+    claim_queue(connection, settings.queue_name, catalog.identity(), catalog.url.render_as_string(hide_password=True))
+    transcriber = Transcriber(model=spec, compute=compute, threads=threads)
     name = worker_name(transcriber.backend.compute)
     names = [name] if batch <= 1 else [f"{name}.{i}" for i in range(batch)]
     for each in names:
         catalog.heartbeat_worker(each, transcriber.backend.compute, socket.gethostname(), os.getpid())
     server = transcriber.window_server(TranscribeOptions(), batch) if batch > 1 else None
     jobs.set_context(jobs.WorkerContext(settings, catalog, transcriber, name, server))
-    connection = connect(settings.redis_url)
     queue = job_queue(connection, settings.queue_name)
     requeue_orphans(catalog, queue, TranscribeOptions().to_dict(), model)
     stop = threading.Event()
@@ -109,6 +117,10 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
             _worker(ScriptoriumWorker, queue, name).work(burst=burst, logging_level=level)
         else:
             _work_in_threads([_worker(ThreadWorker, queue, n) for n in names], burst, level)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        # rq gives up on a job whose end it cannot record; the catalog holds every committed window
+        raise RunnerError(f"lost the queue's Redis ({exc}): this worker stops; its unfinished file is "
+                          "re-queued by the next worker or run and resumes at its last window") from exc
     finally:
         stop.set()
         catalog.close()
