@@ -1,0 +1,68 @@
+"""`scriptorium doctor`: the click command over runner.doctor (registered in runner.cli)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _data_options(func):
+    """--data, --db, --redis as every catalog command has them (runner.cli imports this module: no cycle)."""
+    func = click.option("--data", type=click.Path(file_okay=False), default=None, envvar="SCRIPTORIUM_DATA",
+                        help="Data folder (default ./scriptorium-data): catalog.db, outputs/, redis/.")(func)
+    func = click.option("--db", default=None, envvar="SCRIPTORIUM_DB",
+                        help="Catalog SQLAlchemy URL (default: SQLite in the data folder).")(func)
+    func = click.option("--redis", "redis_url", default=None, envvar="SCRIPTORIUM_REDIS",
+                        help="Redis URL (redis://, rediss://, unix://); default: the embedded Redis of the data "
+                             "folder.")(func)
+    return func
+
+
+@click.command()
+@_data_options
+@click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
+              help="Where the outputs were written: under DATA/outputs/ or next to each media file.")
+@click.option("--repair", is_flag=True, help="Fix what is safe to fix, and say what was done.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def doctor(data, db, redis_url, outputs, repair, as_json):
+    """Check the catalog against the queue and the output files; with --repair, fix what is safe.
+
+    Finds jobs of workers that are gone, queued or running files without a job, jobs of files
+    that are done or unknown, files deleted from the archive or changed since the scan,
+    left-over running transcripts, and done files whose subtitles are missing. Without
+    --repair nothing is changed. Exit code 1 while problems remain.
+
+    Example:
+
+        scriptorium doctor --repair --db postgresql://db-host/scriptorium --redis redis://queue-host:6379/0
+    """
+    import dataclasses
+    import json
+
+    from runner.config import Settings
+    from runner.db import Catalog
+    from runner.doctor import diagnose
+
+    settings = Settings.resolve(data, db, redis_url, outputs=outputs)
+    embedded = None
+    if settings.redis_url is None:
+        from runner.embedded_redis import EmbeddedRedis
+
+        embedded = EmbeddedRedis(settings.redis_dir)
+        embedded.start()
+        settings = dataclasses.replace(settings, redis_url=embedded.url)
+    catalog = Catalog.open(settings.db_url)
+    try:
+        report = diagnose(catalog, settings, settings.redis_url, repair=repair)
+    finally:
+        catalog.close()
+        if embedded is not None:
+            embedded.stop()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for finding in report.findings:
+            click.echo(finding.line())
+        click.echo(report.summary())
+    sys.exit(1 if report.remaining else 0)
