@@ -114,6 +114,16 @@ def _options(beam_size: int, language: str | None):
     return TranscribeOptions(beam_size=beam_size, language=language)
 
 
+def _claimed_queue(settings, catalog):
+    """The job queue, refused if it already serves another catalog."""
+    from runner.queue import claim_queue, connect, job_queue
+
+    queue = job_queue(connect(settings.redis_url), settings.queue_name)
+    claim_queue(queue.connection, settings.queue_name, catalog.identity(),
+                catalog.url.render_as_string(hide_password=True))
+    return queue
+
+
 def _redis_or_embedded(settings):
     """The configured Redis, or the embedded one under DATA (started if needed)."""
     if settings.redis_url:
@@ -189,7 +199,7 @@ def scan(paths, data, db, redis_url, model, no_queue):
                                                                     progress=sys.stderr.isatty())
     if not no_queue and summary.to_queue:
         settings, embedded = _redis_or_embedded(settings)
-        queue = job_queue(connect(settings.redis_url), settings.queue_name)
+        queue = _claimed_queue(settings, catalog)
         options = _options(5, None).to_dict()
         for media_id, duration in summary.to_queue:
             enqueue(queue, media_id, options, model, duration)
@@ -351,9 +361,10 @@ def retry(data, db, redis_url):
     from runner.queue import connect, enqueue, job_queue
 
     settings = _settings(data, db, redis_url)
-    ids = failed_to_queued(_catalog(settings))
+    catalog = _catalog(settings)
     settings, embedded = _redis_or_embedded(settings)
-    queue = job_queue(connect(settings.redis_url), settings.queue_name)
+    queue = _claimed_queue(settings, catalog)
+    ids = failed_to_queued(catalog)
     for media_id, duration in ids:
         enqueue(queue, media_id, _options(5, None).to_dict(), None, duration)
     click.echo(f"queued {len(ids)} failed files again")
@@ -433,6 +444,10 @@ from runner.bench_cmd import bench, eval_  # noqa: E402 - registered after the c
 
 main.add_command(bench)
 main.add_command(eval_)
+
+from runner.doctor_cmd import doctor  # noqa: E402
+
+main.add_command(doctor)
 
 
 if __name__ == "__main__":  # pragma: no cover

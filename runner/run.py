@@ -19,7 +19,7 @@ from runner import catalog as m
 from runner.config import Settings
 from runner.db import Catalog
 from runner.embedded_redis import EmbeddedRedis
-from runner.queue import connect, enqueue, job_queue
+from runner.queue import claim_queue, connect, enqueue, job_queue
 from runner.reconcile import requeue_orphans
 from runner.scanner import Scanner
 from runner.status import Status
@@ -98,6 +98,8 @@ def _run(settings, catalog, paths, plan: PoolPlan, model, options) -> int:
     summary = Scanner(catalog, spec.sha256).scan(paths, progress=tty)
     print(f"scan: {summary.line()}", file=sys.stderr)
     queue = job_queue(connect(settings.redis_url), settings.queue_name)
+    claim_queue(queue.connection, settings.queue_name, catalog.identity(),
+                catalog.url.render_as_string(hide_password=True))
     # longest first: the long files start together and the short ones fill the batch around them
     for media_id, duration in sorted(summary.to_queue, key=lambda item: -(item[1] or 0)):
         enqueue(queue, media_id, options.to_dict(), model, duration)
