@@ -224,10 +224,10 @@ def worker(data, db, redis_url, model, compute, threads, beam_size, language, bu
 
         scriptorium worker --compute gpu --redis redis://queue-host:6379/0 --db postgresql://...
     """
-    from engine.backends.ctranslate2_backend import resolve_device
+    from engine.backends import check_compute
     from runner.worker import run_worker
 
-    resolve_device(compute)  # a kind this machine lacks is refused before anything starts
+    check_compute(compute)  # a kind this machine lacks is refused before anything starts
     settings = _settings(data, db, redis_url, outputs=outputs)
     settings, embedded = _redis_or_embedded(settings)
     try:
@@ -413,6 +413,10 @@ def check(data, db, redis_url):
 from runner.models_cmd import models  # noqa: E402 - registered after the other commands
 
 main.add_command(models)
+
+from runner.convert_cmd import convert  # noqa: E402
+
+models.add_command(convert)
 
 @main.command()
 @data_options

@@ -16,6 +16,7 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
 from engine.api import Transcriber
+from engine.backends import backend_for
 from engine.errors import ModelError
 from engine.model_store import verify_model
 from engine.models import resolve_model
@@ -99,7 +100,7 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     connection = connect(settings.redis_url)
     # refused before loading the model: a queue bound to another catalog names other media ids
     claim_queue(connection, settings.queue_name, catalog.identity(), catalog.url.render_as_string(hide_password=True))
-    transcriber = Transcriber(model=spec, compute=compute, threads=threads)
+    transcriber = Transcriber(model=spec, compute=compute, threads=threads, backend=backend_for(compute))
     name = worker_name(transcriber.backend.compute)
     names = [name] if batch <= 1 else [f"{name}.{i}" for i in range(batch)]
     for each in names:

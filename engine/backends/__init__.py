@@ -29,6 +29,29 @@ def register(name: str, factory: Callable[..., Backend]) -> None:
     REGISTRY[name] = factory
 
 
+def backend_for(compute: str, platform: str | None = None) -> str:
+    """The backend a worker kind runs on: Core ML for ane/gpu/all on macOS, CTranslate2 otherwise."""
+    import sys
+
+    platform = platform or sys.platform
+    return "coreml" if platform == "darwin" and compute in ("ane", "gpu", "all") else "ctranslate2"
+
+
+def check_compute(compute: str) -> str:
+    """Refuse, before anything starts, a worker kind this machine cannot run; returns its backend."""
+    name = backend_for(compute)
+    if name == "ctranslate2":
+        from engine.backends.ctranslate2_backend import resolve_device
+
+        resolve_device(compute)
+    else:
+        try:
+            import coremltools  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailable(compute, "needs coremltools: pip install 'scriptorium[coreml]'") from exc
+    return name
+
+
 def create_backend(name: str, model: ModelSpec, **kw) -> Backend:
     """Build the backend called `name` for `model`."""
     if name not in REGISTRY:
@@ -36,4 +59,4 @@ def create_backend(name: str, model: ModelSpec, **kw) -> Backend:
     return REGISTRY[name](model, **kw)
 
 
-__all__ = ["Alignment", "Backend", "Generation", "REGISTRY", "create_backend", "register"]
+__all__ = ["Alignment", "Backend", "Generation", "REGISTRY", "backend_for", "check_compute", "create_backend", "register"]
