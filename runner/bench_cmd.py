@@ -30,7 +30,7 @@ def _positive(name: str, value: int, minimum: int = 1) -> None:
         raise click.BadParameter(f"must be >= {minimum}", param_hint=name)
 
 
-@click.command("bench", short_help="Speed and WER vs faster-whisper on a folder.")
+@click.command("bench", context_settings={"help_option_names": ["-h", "--help"]}, short_help="Speed and WER vs faster-whisper on a folder.")
 @click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option("--model", default=None, envvar="SCRIPTORIUM_MODEL",
               help="Model name or CTranslate2 Whisper folder, used by both engines (default: packaged tiny.en).")
@@ -153,7 +153,7 @@ def _check_backend(name: str | None, option: str) -> None:
         raise click.BadParameter(f"unknown backend {name!r} (known: {known})", param_hint=option)
 
 
-@click.command("eval", short_help="WER with S/D/I, RTF and QoI on a manifest.")
+@click.command("eval", context_settings={"help_option_names": ["-h", "--help"]}, short_help="WER with S/D/I, RTF and QoI on a manifest.")
 @click.argument("manifest", type=click.Path(exists=True))
 @click.option("--model", default=None, envvar="SCRIPTORIUM_MODEL",
               help="Model name or CTranslate2 Whisper folder (default: packaged tiny.en).")
