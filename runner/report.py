@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from runner import catalog as m
 from runner.db import Catalog
@@ -60,7 +61,9 @@ def _sum(session, statuses) -> float:
 
 
 def _files(session) -> list[dict]:
-    rows = session.execute(select(m.MediaFile).order_by(m.MediaFile.path)).scalars()
+    # transcripts loaded in a few IN queries, not one query per file
+    rows = session.execute(select(m.MediaFile).order_by(m.MediaFile.path)
+                           .options(selectinload(m.MediaFile.transcripts))).scalars()
     out = []
     for row in rows:
         model = next((t.model_name for t in row.transcripts if t.status == Status.done), None)
