@@ -214,7 +214,9 @@ def scan(paths, data, db, redis_url, model, no_queue):
               help="Write subtitles under DATA/outputs/ or next to each media file.")
 @click.option("--batch", type=int, default=1, show_default=True,
               help="Files decoded together in this process (jobs run in that many threads).")
-def worker(data, db, redis_url, model, compute, threads, beam_size, language, burst, outputs, batch):
+@click.option("--path-map", "path_map", multiple=True, metavar="SRC=DST", callback=lambda _c, _p, v: _path_map(v),
+              help="Media under SRC in the catalog are at DST on this host (repeatable).")
+def worker(data, db, redis_url, model, compute, threads, beam_size, language, burst, outputs, batch, path_map):
     """Take transcription jobs from the queue until stopped.
 
     The model is loaded once. SIGTERM stops after the current window; the file goes back to
@@ -228,13 +230,24 @@ def worker(data, db, redis_url, model, compute, threads, beam_size, language, bu
     from runner.worker import run_worker
 
     check_compute(compute)  # a kind this machine lacks is refused before anything starts
-    settings = _settings(data, db, redis_url, outputs=outputs)
+    settings = _settings(data, db, redis_url, outputs=outputs, path_map=path_map)
     settings, embedded = _redis_or_embedded(settings)
     try:
         run_worker(settings, compute=compute, threads=threads, model=model, burst=burst, batch=batch)
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _path_map(values) -> tuple[tuple[str, str], ...]:
+    """SRC=DST options as (SRC, DST) pairs of absolute paths."""
+    pairs = []
+    for value in values:
+        src, sep, dst = value.partition("=")
+        if not sep or not src.startswith("/") or not dst.startswith("/"):
+            raise click.BadParameter(f"{value!r}: expected SRC=DST, two absolute paths", param_hint="--path-map")
+        pairs.append((src, dst))
+    return tuple(pairs)
 
 
 @main.command()

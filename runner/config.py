@@ -9,6 +9,25 @@ from pathlib import Path
 from runner.db import sqlite_url_for
 
 
+def map_path(path: str, path_map: tuple[tuple[str, str], ...]) -> str:
+    """`path` with its longest matching SRC prefix (whole folder names only) replaced by DST.
+
+    Hosts that mount the shared archive elsewhere (/mnt/archive here, /media there) pass
+    --path-map /mnt/archive=/media; the catalog keeps the scanning host's paths.
+    """
+    best = None
+    for src, dst in path_map:
+        src = src.rstrip("/") or "/"
+        if path == src or path.startswith(src if src == "/" else src + "/"):
+            if best is None or len(src) > len(best[0]):
+                best = (src, dst)
+    if best is None:
+        return path
+    src, dst = best
+    rest = path[len(src):].lstrip("/")
+    return os.path.join(dst, rest) if rest else dst
+
+
 @dataclass(frozen=True)
 class Settings:
     """One frozen bundle of locations and limits, passed down to every runner part."""
@@ -20,12 +39,17 @@ class Settings:
     models_dir: Path | None = None
     queue_name: str = "scriptorium"
     max_attempts: int = 3
+    path_map: tuple[tuple[str, str], ...] = ()  # (catalog prefix, this host's prefix): --path-map SRC=DST
 
     def __post_init__(self):
         if self.outputs not in ("data", "beside"):
             raise ValueError(f"outputs must be 'data' or 'beside', got {self.outputs!r}")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+
+    def local_path(self, path: str) -> str:
+        """A catalog path as this host reaches it (see map_path)."""
+        return map_path(path, self.path_map)
 
     @property
     def outputs_dir(self) -> Path:

@@ -113,7 +113,7 @@ def _transcribe_media(ctx: WorkerContext, media_id: int, options: dict, model: s
     if model and model != ctx.transcriber.model.name:
         raise RunnerError(f"job wants model {model} but this worker runs {ctx.transcriber.model.name}")
     try:
-        _check_unchanged(media)
+        _check_unchanged(media, ctx.settings.local_path(media.path))
         if _already_done(ctx, media.id, opts):
             error = _write_outputs(ctx, media.id)
             if error is None and media.status != Status.done:
@@ -163,23 +163,28 @@ def _already_done(ctx: WorkerContext, media_id: int, opts: TranscribeOptions) ->
             t.model_hash == ctx.transcriber.model.sha256 and t.options == opts.to_dict() for t in done)
 
 
-def _check_unchanged(media: m.MediaFile) -> None:
-    """The file must still be what the scan saw: deleted or rewritten files are not transcribed."""
+def _check_unchanged(media: m.MediaFile, local: str | None = None) -> None:
+    """The file must still be what the scan saw: deleted or rewritten files are not transcribed.
+
+    `local` is where this host reaches it (--path-map), by default the catalog path.
+    """
+    local = local or media.path
     try:
-        st = os.stat(media.path)
+        st = os.stat(local)
     except FileNotFoundError:
-        raise MediaError(media.path, "file deleted after scan") from None
+        raise MediaError(local, "file deleted after scan") from None
     if st.st_size != media.size or abs(st.st_mtime - (media.mtime or 0)) > 1e-3:
-        raise MediaError(media.path, "file changed after scan (run 'scriptorium scan' again)")
+        raise MediaError(local, "file changed after scan (run 'scriptorium scan' again)")
 
 
 def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dict:
     tr, started = ctx.transcriber, time.perf_counter()
+    local = ctx.settings.local_path(media.path)  # decoded where this host mounts it
     ctx.catalog.set_media_status(media.id, Status.running)
     tid, window, seek, prompt = ctx.catalog.start_transcript(
         media.id, tr.model.name, tr.model.sha256, tr.backend.name, tr.backend.compute, opts.to_dict(),
-        tr.info(media.path, 0.0, opts).engine_version)
-    task = FileTask(media.id, media.path, seek, window, tuple(prompt), duration=media.duration)
+        tr.info(local, 0.0, opts).engine_version)
+    task = FileTask(media.id, local, seek, window, tuple(prompt), duration=media.duration)
     server = ctx.server if ctx.server is not None and ctx.server.core.options == opts else None
     events = server.stream(task) if server is not None else tr.stream([task], opts)
     try:
@@ -210,7 +215,7 @@ def output_dir_for(settings: Settings, path: str, scan_root: str | None) -> Path
     """DATA/outputs/<path relative to its scan root>'s folder, or the media's own folder."""
     media = Path(path)
     if settings.outputs == "beside":
-        return media.parent
+        return Path(settings.local_path(path)).parent
     root = Path(scan_root) if scan_root else media.parent
     try:
         relative = media.parent.relative_to(root)
