@@ -126,15 +126,9 @@ def _claimed_queue(settings, catalog):
 
 def _redis_or_embedded(settings):
     """The configured Redis, or the embedded one under DATA (started if needed)."""
-    if settings.redis_url:
-        return settings, None
-    import dataclasses
+    from runner.embedded_redis import ensure_redis
 
-    from runner.embedded_redis import EmbeddedRedis
-
-    embedded = EmbeddedRedis(settings.redis_dir)
-    embedded.start()
-    return dataclasses.replace(settings, redis_url=embedded.url), embedded
+    return ensure_redis(settings)
 
 
 @main.command()

@@ -37,21 +37,15 @@ def doctor(data, db, redis_url, outputs, repair, as_json):
 
         scriptorium doctor --repair --db postgresql://db-host/scriptorium --redis redis://queue-host:6379/0
     """
-    import dataclasses
     import json
 
     from runner.config import Settings
     from runner.db import Catalog
     from runner.doctor import diagnose
+    from runner.embedded_redis import ensure_redis
 
     settings = Settings.resolve(data, db, redis_url, outputs=outputs)
-    embedded = None
-    if settings.redis_url is None:
-        from runner.embedded_redis import EmbeddedRedis
-
-        embedded = EmbeddedRedis(settings.redis_dir)
-        embedded.start()
-        settings = dataclasses.replace(settings, redis_url=embedded.url)
+    settings, embedded = ensure_redis(settings)
     catalog = Catalog.open(settings.db_url)
     try:
         report = diagnose(catalog, settings, settings.redis_url, repair=repair)

@@ -104,3 +104,17 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.process = None
+
+
+def ensure_redis(settings):
+    """The settings with a Redis URL: the configured one, or an embedded server started under DATA.
+
+    Returns (settings, embedded); `embedded` is the server to stop afterwards, or None.
+    """
+    if settings.redis_url:
+        return settings, None
+    import dataclasses
+
+    embedded = EmbeddedRedis(settings.redis_dir)
+    embedded.start()
+    return dataclasses.replace(settings, redis_url=embedded.url), embedded

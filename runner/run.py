@@ -18,7 +18,7 @@ from engine.options import TranscribeOptions
 from runner import catalog as m
 from runner.config import Settings
 from runner.db import Catalog
-from runner.embedded_redis import EmbeddedRedis
+from runner.embedded_redis import ensure_redis
 from runner.queue import claim_queue, connect, enqueue, job_queue
 from runner.reconcile import requeue_orphans
 from runner.scanner import Scanner
@@ -78,11 +78,7 @@ def run(settings: Settings, paths: list[Path], workers: int | None = None, threa
         batch: int | None = None) -> int:
     """Do the whole job on this machine; returns the exit code (1 if any file failed)."""
     options = options or TranscribeOptions()
-    embedded = None
-    if settings.redis_url is None:
-        embedded = EmbeddedRedis(settings.redis_dir)
-        embedded.start()
-        settings = dataclasses.replace(settings, redis_url=embedded.url)
+    settings, embedded = ensure_redis(settings)
     catalog = Catalog.open(settings.db_url)
     try:
         return _run(settings, catalog, paths, plan_pool(workers, threads, compute, batch), model, options)
