@@ -37,10 +37,15 @@ class Transcriber:
         if compute_type:
             kwargs["compute_type"] = compute_type
         self.backend = create_backend(backend, self.model, **kwargs)
+        self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
 
     def tokenizer(self, options: TranscribeOptions) -> Tokenizer:
-        return Tokenizer.from_model_dir(self.model.path, self.model.multilingual, task=options.task,
-                                        language=options.language or "en")
+        """The tokenizer for these options, read from tokenizer.json once (~50 ms) and reused for every job."""
+        key = (options.task, options.language or "en")
+        if key not in self._tokenizers:
+            self._tokenizers[key] = Tokenizer.from_model_dir(self.model.path, self.model.multilingual,
+                                                             task=key[0], language=key[1])
+        return self._tokenizers[key]
 
     def info(self, path: str, duration: float, options: TranscribeOptions, language: str = "en",
              language_probability: float = 1.0) -> TranscriptInfo:
