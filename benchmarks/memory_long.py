@@ -35,6 +35,10 @@ import wave
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from engine.audio import join_to_wav  # noqa: E402
+
 SHARED = REPO.parent / "shared" / "audio"
 SOURCES = (
     "gb0.wav", "George_W_Bush_Columbia_FINAL.ogg", "henryfphillips_spoken_wikipedia.ogg",
@@ -107,12 +111,7 @@ def ffmpeg(*args: str) -> None:
 def build(folder: Path, seconds: float, shared: Path) -> Path:
     """A `seconds`-long Opus file of real speech, repeated from the corpus."""
     base = folder / "base.wav"
-    inputs = [a for name in SOURCES for a in ("-i", f"file:{shared / name}")]
-    chains = "".join(f"[{i}:a]aresample=16000,aformat=sample_fmts=s16:channel_layouts=mono[a{i}];"
-                     for i in range(len(SOURCES)))
-    pads = "".join(f"[a{i}]" for i in range(len(SOURCES)))
-    ffmpeg(*inputs, "-filter_complex", f"{chains}{pads}concat=n={len(SOURCES)}:v=0:a=1[out]",
-           "-map", "[out]", "-c:a", "pcm_s16le", f"file:{base}")
+    join_to_wav([shared / name for name in SOURCES], base)
     with wave.open(str(base)) as w:
         base_s = w.getnframes() / w.getframerate()
     listing = folder / "list.txt"

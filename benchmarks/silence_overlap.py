@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from engine.audio import join_to_wav  # noqa: E402
 from engine.results import Segment, Word  # noqa: E402
 from engine.writers import make_cues  # noqa: E402
 
@@ -54,13 +55,7 @@ def ffmpeg(*args: str) -> None:
 
 
 def joined(sources: list[Path], out: Path) -> Path:
-    inputs = [a for src in sources for a in ("-i", f"file:{src}")]
-    chains = "".join(f"[{i}:a]aresample={SR},aformat=sample_fmts=s16:channel_layouts=mono[a{i}];"
-                     for i in range(len(sources)))
-    pads = "".join(f"[a{i}]" for i in range(len(sources)))
-    ffmpeg(*inputs, "-filter_complex", f"{chains}{pads}concat=n={len(sources)}:v=0:a=1[out]",
-           "-map", "[out]", "-c:a", "pcm_s16le", f"file:{out}")
-    return out
+    return join_to_wav(sources, out)
 
 
 def wav_seconds(path: Path) -> float:

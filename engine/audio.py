@@ -314,3 +314,23 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
 
 __all__ = ["MediaInfo", "ffmpeg_binary", "ffprobe_binary", "probe", "stream_audio",
            "load_audio", "decode_args", "check_readable", "media_error_from_stderr"]
+
+
+def join_to_wav(sources: list[str | os.PathLike], out: str | os.PathLike, pad_seconds: float = 0.0) -> Path:
+    """Concatenate media files into one 16 kHz mono 16-bit WAV, each followed by `pad_seconds` of silence.
+
+    Used to build long-form test and benchmark files from short recordings.
+    """
+    from pathlib import Path
+
+    pad = f",apad=pad_dur={pad_seconds}" if pad_seconds > 0 else ""
+    inputs = [arg for src in sources for arg in ("-i", _input_url(src))]
+    chains = "".join(f"[{i}:a]aresample={SAMPLE_RATE},aformat=sample_fmts=s16:channel_layouts=mono{pad}[a{i}];"
+                     for i in range(len(sources)))
+    graph = chains + "".join(f"[a{i}]" for i in range(len(sources))) + f"concat=n={len(sources)}:v=0:a=1[out]"
+    proc = subprocess.run([ffmpeg_binary(), *_GLOBAL_ARGS, "-loglevel", "error", "-y", *inputs,
+                           "-filter_complex", graph, "-map", "[out]", "-c:a", "pcm_s16le", _input_url(out)],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise media_error_from_stderr(str(out), proc.stderr, proc.returncode)
+    return Path(out)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from engine.api import Transcript
+from engine.audio import join_to_wav
 from engine.batching import FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import MediaError, NoAudioStream
 from engine.options import TranscribeOptions
@@ -98,13 +99,7 @@ def wav_seconds(path: Path) -> float:
 
 def to_16k_mono(ffmpeg, sources: list[Path], out: Path) -> Path:
     """Concatenate clips into one 16 kHz mono s16 wav (exact sample counts for the tests)."""
-    inputs = [a for src in sources for a in ("-i", f"file:{src}")]
-    chains = "".join(f"[{i}:a]aresample={SR},aformat=sample_fmts=s16:channel_layouts=mono[a{i}];"
-                     for i in range(len(sources)))
-    pads = "".join(f"[a{i}]" for i in range(len(sources)))
-    ffmpeg(*inputs, "-filter_complex", f"{chains}{pads}concat=n={len(sources)}:v=0:a=1[out]",
-           "-map", "[out]", "-c:a", "pcm_s16le", f"file:{out}")
-    return out
+    return join_to_wav(sources, out)
 
 
 # --------------------------------------------------------------------------- fixtures
