@@ -384,14 +384,14 @@ def diagnose(catalog: Catalog, settings: Settings, redis_url: str | None, repair
     """Check (and with `repair`, fix) the catalog against the queue at `redis_url` and the output files."""
     import redis
 
-    from runner.queue import connect, job_queue
+    from runner.queue import QueueUnreachable, connect, job_queue, shown_url
 
     queue, error = None, None
     if redis_url:
         try:
-            connection = connect(redis_url)
-            connection.ping()
-            queue = job_queue(connection, settings.queue_name)
+            queue = job_queue(connect(redis_url), settings.queue_name)
+        except QueueUnreachable as exc:
+            error = f"cannot reach Redis at {exc.url}: {exc.reason}"
         except (redis.RedisError, OSError) as exc:
-            error = f"cannot reach Redis at {redis_url}: {exc}"
+            error = f"cannot reach Redis at {shown_url(redis_url)}: {exc}"
     return Doctor(catalog, settings, queue, repair, error).run()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import ssl
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
 from rq import Queue, Retry
@@ -16,10 +19,61 @@ MIN_TIMEOUT_S = 600
 TIMEOUT_PER_AUDIO_SECOND = 2.0  # generous: a slow CPU worker runs tiny.en at 10x real time or better
 
 
+CONNECT_TIMEOUT_S = 10  # an unreachable host fails in seconds, not after the system's TCP timeout
+TLS_FILES = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")  # rediss:// options naming files
+
+
+class QueueUnreachable(RunnerError):
+    """The queue's Redis cannot be used: `url` (password hidden) names it, `reason` says why."""
+
+    def __init__(self, url: str, reason: str):
+        self.url = shown_url(url)
+        self.reason = reason
+        super().__init__(f"Redis at {self.url}: {reason}")
+
+
+def shown_url(url: str) -> str:
+    """The URL with its password replaced by ***, fit for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 def connect(url: str) -> redis.Redis:
-    """A Redis client for `url` (redis://, rediss:// with TLS, unix://)."""
-    extra = {} if url.startswith("unix://") else {"socket_keepalive": True}
-    return redis.Redis.from_url(url, health_check_interval=30, **extra)
+    """A Redis client for `url` (redis://, rediss:// with TLS, unix://), checked with one PING.
+
+    TLS options ride in the query: rediss://:PASSWORD@host:6379/0?ssl_ca_certs=/etc/ssl/queue-ca.pem.
+    """
+    for name, values in parse_qs(urlsplit(url).query).items():
+        if name in TLS_FILES and not os.path.exists(values[0]):
+            raise QueueUnreachable(url, f"{name} file {values[0]} not found")
+    extra = {} if url.startswith("unix://") else {"socket_keepalive": True,
+                                                   "socket_connect_timeout": CONNECT_TIMEOUT_S}
+    try:
+        client = redis.Redis.from_url(url, health_check_interval=30, **extra)  # the URL's own options win
+        client.ping()
+    except (redis.RedisError, OSError, ValueError, TypeError) as exc:
+        raise QueueUnreachable(url, _reason(url, exc)) from None
+    return client
+
+
+def _reason(url: str, exc: Exception) -> str:
+    """One line saying why a connection failed, with the fix for the usual TLS and password mistakes."""
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, redis.AuthenticationError):
+        return f"password refused ({text}); the password goes in the URL: rediss://:PASSWORD@host:port/db"
+    if isinstance(exc.__context__, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        verify = getattr(exc.__context__, "verify_message", None) or text
+        if "mismatch" in verify:
+            return f"its TLS certificate is for another host ({verify}); use a host name the certificate lists"
+        return f"its TLS certificate is not trusted ({verify}); name the CA that signed it: ?ssl_ca_certs=/path/ca.pem"
+    if isinstance(exc, TypeError):  # redis-py passes unknown query options on as keyword arguments
+        return f"unknown option in the URL ({text})"
+    if url.startswith("redis://") and ("reset by peer" in text or "closed by server" in text):
+        return f"{text}; if that port speaks TLS, the URL starts with rediss://"
+    return text
 
 
 def job_queue(connection: redis.Redis, name: str = "scriptorium") -> Queue:

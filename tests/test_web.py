@@ -463,8 +463,8 @@ def test_retry_enqueues_when_a_redis_queue_is_given(archive, redis_db_url):  # n
 
 def test_retry_with_redis_down_leaves_files_queued_and_says_so(archive):
     location, page = _retry_with(archive, f"redis://127.0.0.1:{free_port()}/0")
-    assert location == "/backlog?retried=1&enqueued=0&queue_error=ConnectionError"
-    assert "could not be reached: ConnectionError" in page and "scriptorium run" in page
+    assert location == "/backlog?retried=1&enqueued=0&queue_error=QueueUnreachable"
+    assert "could not be reached: QueueUnreachable" in page and "scriptorium run" in page
 
 
 def test_other_host_names_are_refused(server):
