@@ -326,6 +326,11 @@ class Catalog:
             media.status = Status.failed if permanent or media.attempts >= max_attempts else Status.queued
             return media.status
 
+    def forget_scan(self, media_id: int) -> None:
+        """Clear the scanned mtime, so the next scan (or doctor) probes, hashes and queues the file again."""
+        with self.write() as session:
+            self._media(session, media_id).mtime = None
+
     @staticmethod
     def _done_transcript(session: Session, media_id: int) -> m.Transcript | None:
         """The media's newest finished transcript, if any."""

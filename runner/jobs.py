@@ -23,6 +23,7 @@ from runner import catalog as m
 from runner.config import Settings
 from runner.db import Catalog
 from runner.errors import RunnerError
+from runner.scanner import file_hash
 from runner.status import Status
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ OUTPUTS_PENDING = "outputs not written"  # media.error of a finished transcript 
 
 class CatalogUnavailable(RunnerError):
     """The catalog stayed unreachable: not the file's fault, so it is no failed attempt of the file."""
+
+
+class ContentChanged(MediaError):
+    """The file's bytes differ from the scan's sha256 though its size and mtime match (rewritten in place)."""
 
 
 def is_catalog_outage(exc: BaseException) -> bool:
@@ -122,6 +127,8 @@ def _transcribe_media(ctx: WorkerContext, media_id: int, options: dict, model: s
         return _run(ctx, media, opts)
     except MediaError as exc:
         status = ctx.catalog.record_failure(media_id, exc.reason, exc.permanent, ctx.settings.max_attempts)
+        if isinstance(exc, ContentChanged):  # size and mtime match: only a forgotten mtime makes a scan look again
+            ctx.catalog.forget_scan(media_id)
         log.warning("media %s: %s (%s)", media_id, exc, status.value)
         return {"media_id": media_id, "status": status.value, "error": exc.reason}
 
@@ -166,7 +173,8 @@ def _already_done(ctx: WorkerContext, media_id: int, opts: TranscribeOptions) ->
 def _check_unchanged(media: m.MediaFile, local: str | None = None) -> None:
     """The file must still be what the scan saw: deleted or rewritten files are not transcribed.
 
-    `local` is where this host reaches it (--path-map), by default the catalog path.
+    `local` is where this host reaches it (--path-map), by default the catalog path. The sha256 is
+    compared too (0.1-0.3 s for a 3-hour 128k mp3): bytes replaced under the same size and mtime are caught.
     """
     local = local or media.path
     try:
@@ -175,6 +183,15 @@ def _check_unchanged(media: m.MediaFile, local: str | None = None) -> None:
         raise MediaError(local, "file deleted after scan") from None
     if st.st_size != media.size or abs(st.st_mtime - (media.mtime or 0)) > 1e-3:
         raise MediaError(local, "file changed after scan (run 'scriptorium scan' again)")
+    if not media.content_hash:  # catalogued without a hash (not media when scanned): nothing to compare
+        return
+    try:
+        digest = file_hash(Path(local))
+    except OSError as exc:
+        raise MediaError(local, f"cannot read the file: {exc.strerror or exc}", permanent=False) from None
+    if digest != media.content_hash:
+        raise ContentChanged(local, "file content changed after scan: same size and mtime, other sha256 "
+                                    "(run 'scriptorium scan' again)")
 
 
 def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dict:
