@@ -92,14 +92,18 @@ class BatchTranscriber:
         """Yield events as windows finish; `tasks` is pulled lazily as slots free up."""
         pending = iter(tasks)
         slots: list[_Slot] = []
-        while True:
-            yield from self._fill(slots, pending)
-            if not slots:
-                return
-            ready, events = self._windows(slots)
-            yield from events
-            if ready:
-                yield from self.step(ready)
+        try:
+            while True:
+                yield from self._fill(slots, pending)
+                if not slots:
+                    return
+                ready, events = self._windows(slots)
+                yield from events
+                if ready:
+                    yield from self.step(ready)
+        finally:  # stopped early (an error, or the caller closed us): end every reader and its ffmpeg
+            for slot in slots:
+                slot.decoder.audio.close()
 
     def _fill(self, slots: list[_Slot], pending: Iterator[FileTask]) -> Iterator[Event]:
         """Open files until every slot is taken; a file that cannot be opened fails alone."""
@@ -137,6 +141,7 @@ class BatchTranscriber:
                 window = self.next_window(slot)
             except MediaError as exc:
                 slots.remove(slot)
+                slot.decoder.audio.close()
                 events.append(FileFailed(slot.task.key, exc))
                 continue
             if isinstance(window, FileDone):

@@ -31,39 +31,63 @@ def _acquire():
 
 
 class SpeechDetector:
-    """Feeds streamed audio through Silero VAD and keeps one speech probability per frame."""
+    """Runs streamed audio through Silero VAD and keeps one speech probability per frame.
+
+    `process`/`finish` (the model's side) may run in a reader thread while `record`/`frames`
+    (the keeper's side) run in the decoding thread: `feed`/`close` do both in one.
+    """
 
     def __init__(self):
-        self._vad = _acquire()
-        self._process = self._vad._lib.SileroVAD_process  # direct call: no per-frame copies
+        self._vad = None  # taken from the pool on first use, in whichever thread processes
         self._rest = np.empty(0, np.float32)
         self.probs = array("f")
         self.closed = False
 
-    def feed(self, audio: np.ndarray) -> None:
-        """Process whole frames of `audio`; a partial tail waits for the next call."""
+    def process(self, audio: np.ndarray) -> np.ndarray:
+        """Probabilities of the whole frames of `audio`; a partial tail waits for the next call."""
+        if self._vad is None:
+            self._vad = _acquire()
         data = np.concatenate([self._rest, audio.astype(np.float32, copy=False)])
         whole = len(data) // FRAME * FRAME
         frames = np.ascontiguousarray(data[:whole])
         base = frames.ctypes.data
-        obj, process, step = self._vad._obj, self._process, FRAME * 4
+        obj, process, step = self._vad._obj, self._vad._lib.SileroVAD_process, FRAME * 4  # no per-frame copies
         ptr_type = ctypes.POINTER(ctypes.c_float)
-        for offset in range(0, whole * 4, step):
-            self.probs.append(process(obj, ctypes.cast(base + offset, ptr_type), FRAME))
+        out = np.fromiter((process(obj, ctypes.cast(base + offset, ptr_type), FRAME)
+                           for offset in range(0, whole * 4, step)), np.float32, whole // FRAME)
         self._rest = data[whole:].copy()
+        return out
+
+    def finish(self) -> np.ndarray:
+        """The partial last frame's probability (zero-padded), then the model goes back to the pool."""
+        tail = self.process(np.zeros(FRAME - len(self._rest), np.float32)) if len(self._rest) else \
+            np.empty(0, np.float32)
+        self.release()
+        return tail
+
+    def release(self) -> None:
+        """Return the model to the pool (once); no more `process` after this."""
+        if self._vad is not None:
+            _idle.append(self._vad)
+            self._vad = None
+
+    def record(self, probs: np.ndarray) -> None:
+        """Keep probabilities computed by `process`, in stream order."""
+        self.probs.extend(probs.astype(np.float32, copy=False).tolist())
+
+    def feed(self, audio: np.ndarray) -> None:
+        """Process and keep in one step."""
+        self.record(self.process(audio))
 
     def close(self) -> None:
         """Flush the partial last frame, padded with zeros."""
-        if self.closed:
-            return
-        if len(self._rest):
-            self.feed(np.zeros(FRAME - len(self._rest), np.float32))
-        self.closed = True
-        _idle.append(self._vad)
+        if not self.closed:
+            self.record(self.finish())
+            self.closed = True
 
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Speech probabilities of frames [start, stop) that are known so far."""
-        return np.frombuffer(self.probs, dtype=np.float32)[start:stop]
+        return np.frombuffer(self.probs, dtype=np.float32)[start:stop].copy()  # no view may pin the array
 
 
 def speech_mask(probs: np.ndarray, threshold: float, pad_frames: int, min_silence_frames: int) -> np.ndarray:

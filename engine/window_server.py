@@ -46,6 +46,7 @@ class WindowServer:
                     return
                 yield self._submit(slot, window)
         finally:
+            slot.decoder.audio.close()  # done, failed or abandoned: the reader and ffmpeg end here
             with self._cond:
                 self._active -= 1
                 self._cond.notify_all()

@@ -315,7 +315,10 @@ def scriptorium_runner(transcriber, options, batch_size: int = 1) -> Runner:
     def run(items: list[Item]) -> dict[str, FileResult]:
         by_path = {str(item.path): item.name for item in items}
         out: dict[str, FileResult] = {}
-        for result in transcriber.transcribe_many([item.path for item in items], options, batch_size=batch_size):
+        # Batched, the longest files go first (as `scriptorium run` orders its queue): a long file
+        # started last would finish alone, in a batch of one.
+        order = sorted(items, key=lambda i: -(i.duration or 0.0)) if batch_size > 1 else items
+        for result in transcriber.transcribe_many([item.path for item in order], options, batch_size=batch_size):
             if isinstance(result, FileFailed):
                 out[by_path.get(result.key, result.key)] = FileResult(error=result.error)
             else:
