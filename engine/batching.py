@@ -17,6 +17,7 @@ from engine.backends.base import Backend
 from engine.decoding import decode_windows
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
+from engine.scheduling import LOOKAHEAD, choose
 from engine.results import Segment
 from engine.timing import words_from_alignment
 from engine.tokenizer import Tokenizer
@@ -89,25 +90,43 @@ class BatchTranscriber:
         self.options, self.batch_size = options, batch_size
 
     def run(self, tasks: Iterable[FileTask]) -> Iterator[Event]:
-        """Yield events as windows finish; `tasks` is pulled lazily as slots free up."""
+        """Yield events as windows finish; `tasks` is pulled lazily as slots free up.
+
+        Batching keeps LOOKAHEAD x batch_size files open and decodes, each step, the windows that
+        engine.scheduling picks (the largest group of equal prompt length, up to batch_size).
+        """
         pending = iter(tasks)
         slots: list[_Slot] = []
+        in_flight = self.batch_size * LOOKAHEAD if self.batch_size > 1 else 1
+        waiting: list[tuple[_Slot, Window]] = []  # oldest first
+        ages: dict[int, int] = {}
         try:
             while True:
-                yield from self._fill(slots, pending)
+                yield from self._fill(slots, pending, in_flight)
                 if not slots:
                     return
-                ready, events = self._windows(slots)
+                busy = {id(slot) for slot, _ in waiting}
+                ready, events = self._windows(slots, [s for s in slots if id(s) not in busy])
                 yield from events
-                if ready:
-                    yield from self.step(ready)
+                waiting.extend(ready)
+                if not waiting:
+                    continue
+                picked = choose([len(w.prompt) for _, w in waiting],
+                                [ages.get(id(w), 0) for _, w in waiting], self.batch_size)
+                batch = [waiting[i] for i in picked]
+                waiting = [item for i, item in enumerate(waiting) if i not in set(picked)]
+                for _, window in batch:
+                    ages.pop(id(window), None)
+                for _, window in waiting:
+                    ages[id(window)] = ages.get(id(window), 0) + 1
+                yield from self.step(batch)
         finally:  # stopped early (an error, or the caller closed us): end every reader and its ffmpeg
             for slot in slots:
                 slot.decoder.audio.close()
 
-    def _fill(self, slots: list[_Slot], pending: Iterator[FileTask]) -> Iterator[Event]:
-        """Open files until every slot is taken; a file that cannot be opened fails alone."""
-        while len(slots) < self.batch_size:
+    def _fill(self, slots: list[_Slot], pending: Iterator[FileTask], limit: int) -> Iterator[Event]:
+        """Open files until `limit` are in flight; a file that cannot be opened fails alone."""
+        while len(slots) < limit:
             task = next(pending, None)
             if task is None:
                 return
@@ -133,10 +152,10 @@ class BatchTranscriber:
                             slot.language_probability, dict(slot.timings))
         return window
 
-    def _windows(self, slots: list[_Slot]) -> tuple[list[tuple[_Slot, Window]], list[Event]]:
-        """The next window of every slot; finished or failing files leave their slot."""
+    def _windows(self, slots: list[_Slot], todo: list[_Slot]) -> tuple[list[tuple[_Slot, Window]], list[Event]]:
+        """The next window of each slot in `todo`; finished or failing files leave `slots`."""
         ready, events = [], []
-        for slot in list(slots):
+        for slot in todo:
             try:
                 window = self.next_window(slot)
             except MediaError as exc:

@@ -1,6 +1,7 @@
 """Continuous batching for callers in many threads: each thread runs one file's long-form loop
 (decoding audio, voice activity and features there, so that work overlaps the model's), and
-one server thread runs the model on every window waiting, up to batch_size per step.
+one server thread runs the model on the windows waiting, up to batch_size per step. Callers
+should run about LOOKAHEAD x batch_size threads, so that the server can fill its calls.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Iterator
 
 from engine.batching import BatchTranscriber, Event, FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import MediaError
+from engine.scheduling import choose
 
 
 class WindowServer:
@@ -20,7 +22,8 @@ class WindowServer:
         self.core = core
         self.max_wait = max_wait
         self._cond = threading.Condition()
-        self._waiting: list[tuple] = []
+        self._waiting: list[tuple] = []  # (slot, window, box), oldest first
+        self._ages: dict[int, int] = {}  # id(box) -> steps passed over
         self._active = 0
         self._thread = threading.Thread(target=self._serve, name="window-server", daemon=True)
         self._thread.start()
@@ -63,18 +66,25 @@ class WindowServer:
         return box["done"]
 
     def _take_batch(self) -> list[tuple]:
-        """Wait for windows; give the other active files a moment to join the step."""
+        """Wait for windows, giving the other active files a moment to join; then pick a batch
+        (engine.scheduling: the largest group of equal prompt length, the long-passed-over first)."""
         with self._cond:
             while not self._waiting:
                 self._cond.wait()
             deadline = time.monotonic() + self.max_wait
-            while len(self._waiting) < min(self._active, self.core.batch_size):
+            while len(self._waiting) < self._active:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            batch = self._waiting[: self.core.batch_size]
-            del self._waiting[: len(batch)]
+            picked = set(choose([len(w.prompt) for _, w, _ in self._waiting],
+                                [self._ages.get(id(box), 0) for _, _, box in self._waiting], self.core.batch_size))
+            batch = [item for i, item in enumerate(self._waiting) if i in picked]
+            self._waiting = [item for i, item in enumerate(self._waiting) if i not in picked]
+            for _, _, box in batch:
+                self._ages.pop(id(box), None)
+            for _, _, box in self._waiting:
+                self._ages[id(box)] = self._ages.get(id(box), 0) + 1
             return batch
 
     def _serve(self) -> None:

@@ -17,6 +17,7 @@ from rq.timeouts import TimerDeathPenalty
 
 from engine.api import Transcriber
 from engine.backends import backend_for
+from engine.scheduling import LOOKAHEAD
 from engine.errors import ModelError
 from engine.model_store import verify_model
 from engine.models import resolve_model
@@ -88,8 +89,8 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
                burst: bool = False, batch: int = 1) -> None:
     """Load the model, then work the queue until stopped (or until it is empty with burst).
 
-    With batch > 1, `batch` job threads share the model through a window server, so up to
-    `batch` files are decoded together; with 1, jobs run one after another in this thread.
+    With batch > 1, 2 x `batch` job threads share the model through a window server, which decodes
+    up to `batch` of their windows together; with 1, jobs run one after another in this thread.
     """
     spec = resolve_model(model, settings.models_dir)
     problems = verify_model(spec)  # a model with a manifest must still match it
@@ -102,7 +103,8 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     claim_queue(connection, settings.queue_name, catalog.identity(), catalog.url.render_as_string(hide_password=True))
     transcriber = Transcriber(model=spec, compute=compute, threads=threads, backend=backend_for(compute))
     name = worker_name(transcriber.backend.compute)
-    names = [name] if batch <= 1 else [f"{name}.{i}" for i in range(batch)]
+    # batching: LOOKAHEAD x batch job threads, so each model call can take windows of one prompt length
+    names = [name] if batch <= 1 else [f"{name}.{i}" for i in range(batch * LOOKAHEAD)]
     for each in names:
         catalog.heartbeat_worker(each, transcriber.backend.compute, socket.gethostname(), os.getpid())
     server = transcriber.window_server(TranscribeOptions(), batch) if batch > 1 else None

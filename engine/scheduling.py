@@ -1,0 +1,28 @@
+"""Which waiting windows are decoded together.
+
+CTranslate2 decodes a batch only when every prompt has <|startoftranscript|> at the same place,
+so windows whose previous text has another length need a call of their own, and a call of
+one window costs about half a call of eight. Keeping more files in flight than the batch holds
+and decoding the largest same-length group each step fills the calls; a window passed over
+`max_age` times goes next, so none waits for ever. Which windows share a call never changes
+what any of them decodes to.
+"""
+
+from __future__ import annotations
+
+LOOKAHEAD = 2  # files in flight per batch slot when batching
+
+
+def choose(lengths: list[int], ages: list[int], batch_size: int, max_age: int = 2) -> list[int]:
+    """Indices (into the waiting list, oldest first) of the windows to decode in this step."""
+    if not lengths:
+        return []
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(n, []).append(i)
+    oldest = max(range(len(ages)), key=lambda i: (ages[i], -i))
+    if ages[oldest] >= max_age:
+        chosen = groups[lengths[oldest]]
+    else:
+        chosen = max(groups.values(), key=lambda g: (min(len(g), batch_size), -g[0]))
+    return chosen[:batch_size]

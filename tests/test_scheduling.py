@@ -1,0 +1,38 @@
+"""engine.scheduling.choose: full calls of one prompt length, and no window left waiting for ever."""
+
+from engine.scheduling import choose
+
+
+def test_picks_the_largest_group_of_one_prompt_length():
+    lengths = [225, 1, 1, 66, 1, 225]
+    assert choose(lengths, [0] * 6, batch_size=8) == [1, 2, 4]
+
+
+def test_a_call_never_exceeds_the_batch():
+    assert choose([1] * 10, [0] * 10, batch_size=4) == [0, 1, 2, 3]
+
+
+def test_ties_go_to_the_group_that_waited_longest():
+    assert choose([66, 1, 66, 1], [0] * 4, batch_size=8) == [0, 2]
+
+
+def test_a_window_passed_over_twice_goes_next():
+    lengths, ages = [225, 1, 1, 1], [2, 0, 0, 0]
+    assert choose(lengths, ages, batch_size=8) == [0]
+
+
+def test_every_window_is_served_within_a_few_steps():
+    """Simulate a stream: each step, new short-prompt windows arrive; the lone long one still goes."""
+    waiting = [(225, 0)] + [(1, 0)] * 3
+    for step in range(4):
+        picked = set(choose([n for n, _ in waiting], [a for _, a in waiting], batch_size=2))
+        if any(waiting[i][0] == 225 for i in picked):
+            break
+        waiting = [(n, a + 1) for i, (n, a) in enumerate(waiting) if i not in picked] + [(1, 0)] * 2
+    else:
+        raise AssertionError("the long-prompt window was never decoded")
+    assert step <= 2
+
+
+def test_nothing_waiting():
+    assert choose([], [], batch_size=8) == []
