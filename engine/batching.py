@@ -111,10 +111,10 @@ class BatchTranscriber:
                 waiting.extend(ready)
                 if not waiting:
                     continue
-                picked = choose([len(w.prompt) for _, w in waiting],
-                                [ages.get(id(w), 0) for _, w in waiting], self.batch_size)
-                batch = [waiting[i] for i in picked]
-                waiting = [item for i, item in enumerate(waiting) if i not in set(picked)]
+                picked = set(choose([len(w.prompt) for _, w in waiting],
+                                    [ages.get(id(w), 0) for _, w in waiting], self.batch_size))
+                batch = [item for i, item in enumerate(waiting) if i in picked]
+                waiting = [item for i, item in enumerate(waiting) if i not in picked]
                 for _, window in batch:
                     ages.pop(id(window), None)
                 for _, window in waiting:
