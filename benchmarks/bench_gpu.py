@@ -77,9 +77,10 @@ def serve_samples(pcm: dict[str, np.ndarray]) -> None:
     def samples(path) -> np.ndarray:
         return pcm[Path(path).name].astype(np.float32) / 32768.0
 
-    def stream_audio(path, chunk_seconds: float = 30.0):
+    def stream_audio(path, chunk_seconds: float = 30.0):  # a generator: runs in the reader thread, as ffmpeg would
         audio, n = samples(path), int(round(chunk_seconds * SAMPLE_RATE))
-        return (audio[i: i + n] for i in range(0, len(audio), n))
+        for i in range(0, len(audio), n):
+            yield audio[i: i + n]
 
     engine.source.stream_audio = stream_audio
     faster_whisper.transcribe.decode_audio = lambda path, sampling_rate=SAMPLE_RATE, **_: samples(path)
@@ -112,7 +113,50 @@ def run(args) -> dict:
               "repeats": args.repeats, "files": len(items), "bench_seconds": time.perf_counter() - started}
     data = bench_data(config, items, runs, PEER)
     print(format_bench(data))
+    if args.profile:
+        data["profile"] = profile(transcriber, options, items, args.profile)
     return data
+
+
+def profile(transcriber, options, items, batch_size: int, interval: float = 0.002) -> dict:
+    """One more batched pass with the decoding thread sampled every `interval` s: where its time goes.
+
+    Prints the summed per-stage timings the engine reports and the most frequent
+    (engine frame > innermost frame) pairs of the sampled stacks.
+    """
+    import collections
+    import threading
+
+    main, stop, counts = threading.get_ident(), threading.Event(), collections.Counter()
+
+    def sample():
+        while not stop.wait(interval):
+            frame = sys._current_frames().get(main)
+            inner, ours = frame, None
+            while frame is not None:
+                if ours is None and "/engine/" in frame.f_code.co_filename:
+                    ours = frame
+                frame = frame.f_back
+            if inner is not None:
+                where = f"{Path(ours.f_code.co_filename).stem}.{ours.f_code.co_name}:{ours.f_lineno}" if ours else "-"
+                counts[f"{where} > {Path(inner.f_code.co_filename).stem}.{inner.f_code.co_name}"] += 1
+
+    order = sorted(items, key=lambda i: -(i.duration or 0.0))
+    stages: collections.Counter = collections.Counter()
+    sampler = threading.Thread(target=sample, daemon=True)
+    started = time.perf_counter()
+    sampler.start()
+    for result in transcriber.transcribe_many([item.path for item in order], options, batch_size=batch_size):
+        stages.update(getattr(result, "timings", None) or {})
+    stop.set()
+    sampler.join()
+    wall, total = time.perf_counter() - started, sum(counts.values()) or 1
+    print(f"\nprofile: batch {batch_size}, wall {wall:.2f} s, threads {threading.active_count()}")
+    print("  stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(stages.items())))
+    top = counts.most_common(25)
+    for where, n in top:
+        print(f"  {100 * n / total:5.1f}%  {where}")
+    return {"batch": batch_size, "wall": wall, "stages": dict(stages), "top": top}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("--only", nargs="+", metavar="NAME", help="only these packed files (smoke tests)")
     rn.add_argument("--repeats", type=int, default=3)
     rn.add_argument("--save-json", metavar="PATH")
+    rn.add_argument("--profile", type=int, metavar="B", help="then one pass at batch B with the decoding thread sampled")
     args = p.parse_args(argv)
     if args.cmd == "pack":
         pack(Path(args.out), Path(args.audio_dir))
