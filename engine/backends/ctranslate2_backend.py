@@ -7,6 +7,7 @@ import numpy as np
 from engine.backends.base import Alignment, Generation
 from engine.constants import TIME_PRECISION
 from engine.errors import BackendUnavailable, ModelError
+from engine.heap import keep_heap
 from engine.models import ModelSpec
 from engine.options import DecodeOptions
 
@@ -51,6 +52,8 @@ class CTranslate2Backend:
         if model.format != "ctranslate2":
             raise ModelError(model.name, f"is a {model.format} model; the ctranslate2 backend needs model.bin")
         device = resolve_device(compute)
+        if device == "cpu":
+            keep_heap()  # CPU activations are re-allocated every call: keep their pages (engine.heap)
         self.compute = "gpu" if device == "cuda" else "cpu"
         self.compute_type = compute_type or _DEFAULT_TYPES[device]
         self._ct2 = ctranslate2
