@@ -12,6 +12,8 @@ device, compute type, thread count and beam size:
                        word_timestamps=True, vad_filter=False: its default) -- the baseline
   fw-batched8          faster_whisper.BatchedInferencePipeline(batch_size=8) (--fw-batched)
 
+faster-whisper runs in a spawned process of its own (runner.peer), as users run it.
+
 Models load once, before any timing; each engine gets one untimed warm-up file. The timed
 runs alternate engines (a, b, c, a, b, c, ...) so machine noise hits all of them alike, and
 each engine's wall time is the median over --repeats runs of the whole set. WER is Whisper-
@@ -40,8 +42,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from engine.audio import join_to_wav  # noqa: E402
 from engine.evaluation import WordErrors, normalize, qoi, total_errors, word_errors  # noqa: E402
-from runner.bench import (PEER, PEER_BATCHED, BenchError, Item, faster_whisper_model,  # noqa: E402
-                          faster_whisper_runners as _fw_runners, load_items, scriptorium_runner)
+from runner.bench import PEER, PEER_BATCHED, BenchError, Item, load_items, scriptorium_runner  # noqa: E402
+from runner.peer import PeerProcess  # noqa: E402
 
 
 @dataclass
@@ -104,9 +106,8 @@ def scriptorium_runners(args) -> dict[str, Runner]:
             f"scriptorium-batch{args.batch_size}": _plain(scriptorium_runner(transcriber, options, args.batch_size))}
 
 
-def faster_whisper_runners(args, model_path: str) -> dict[str, Runner]:
-    model = faster_whisper_model(model_path, "cpu", args.compute_type, args.threads)
-    runners = _fw_runners(model, args.beam_size, args.batch_size if args.fw_batched else None)
+def faster_whisper_runners(args, peer: PeerProcess) -> dict[str, Runner]:
+    runners = peer.runners(args.beam_size, args.batch_size if args.fw_batched else None)
     out = {BASELINE: _plain(runners[PEER])}
     if PEER_BATCHED in runners:
         out[f"fw-batched{args.batch_size}"] = _plain(runners[PEER_BATCHED])
@@ -125,11 +126,13 @@ def run(args) -> dict:
         items = load_items(audio_dir, args.files)
     except BenchError as exc:
         raise SystemExit(str(exc)) from exc
-    with tempfile.TemporaryDirectory(prefix="bench_engine_") as tmp:
+    model_path = str(get_model_path())
+    # faster-whisper in its own process, as users run it (not under our allocator tuning or threads).
+    with tempfile.TemporaryDirectory(prefix="bench_engine_") as tmp, \
+            PeerProcess(model_path, "cpu", args.compute_type, args.threads) as peer:
         if args.long_form_mix:
             items += build_long_form(audio_dir, items, Path(tmp))
-        model_path = str(get_model_path())
-        runners = {**scriptorium_runners(args), **faster_whisper_runners(args, model_path)}
+        runners = {**scriptorium_runners(args), **faster_whisper_runners(args, peer)}
         results = {name: EngineResult(name) for name in runners}
         warmup = [min(items, key=lambda i: i.duration)]
         for runner in runners.values():

@@ -5,9 +5,10 @@ The GPU machine lent to this project reaches no network and has no ffmpeg, so th
 as data: `pack` (here) decodes the shared corpus once with Scriptorium's own ffmpeg reader to
 16 kHz int16 PCM (the exact samples the engine would stream) and writes it, with the references,
 into one folder; `run` (there) serves those samples in place of the ffmpeg pipe -- to both
-engines alike -- and times everything else for real: VAD, features, encoder, decoder, fallback,
-word timestamps. The two long-form mixes of bench_engine.py are rebuilt there from the same
-samples (clips in a row with 0.5 s of silence between them).
+engines alike (to faster-whisper in its own process, where it runs as users run it) -- and times
+everything else for real: VAD, features, encoder, decoder, fallback, word timestamps. The two
+long-form mixes of bench_engine.py are rebuilt there from the same samples (clips in a row with
+0.5 s of silence between them).
 
   python benchmarks/bench_gpu.py pack OUT_DIR                 # here: corpus.s16 + index.json
   python benchmarks/bench_gpu.py run DATA_DIR --model MODEL   # there: prints the table (+ --save-json)
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 
 SAMPLE_RATE = 16000
 GAP = np.zeros(SAMPLE_RATE // 2, np.int16)  # the mixes' 0.5 s between clips
+DATA_ENV = "BENCH_GPU_DATA"  # the packed folder, for faster-whisper's process (serve_peer_samples)
 
 
 def pack(out: Path, audio_dir: Path) -> None:
@@ -69,13 +73,16 @@ def load_corpus(data: Path) -> tuple[dict[str, np.ndarray], list]:
     return pcm, items
 
 
-def serve_samples(pcm: dict[str, np.ndarray]) -> None:
-    """Both engines read the packed samples where they would have run ffmpeg (same float32 scaling)."""
-    import engine.source
-    import faster_whisper.transcribe
+def _reader(pcm: dict[str, np.ndarray]):
+    """path -> the packed float32 samples of its file name (the scaling both engines get)."""
+    return lambda path: pcm[Path(path).name].astype(np.float32) / 32768.0
 
-    def samples(path) -> np.ndarray:
-        return pcm[Path(path).name].astype(np.float32) / 32768.0
+
+def serve_samples(pcm: dict[str, np.ndarray]) -> None:
+    """Scriptorium reads the packed samples where it would have run ffmpeg."""
+    import engine.source
+
+    samples = _reader(pcm)
 
     def stream_audio(path, chunk_seconds: float = 30.0):  # a generator: runs in the reader thread, as ffmpeg would
         audio, n = samples(path), int(round(chunk_seconds * SAMPLE_RATE))
@@ -83,34 +90,46 @@ def serve_samples(pcm: dict[str, np.ndarray]) -> None:
             yield audio[i: i + n]
 
     engine.source.stream_audio = stream_audio
+
+
+def serve_peer_samples() -> None:
+    """faster-whisper reads the packed samples of $BENCH_GPU_DATA where it would have run PyAV.
+
+    Runs in faster-whisper's own process, as runner.peer's child_init, before its model loads.
+    """
+    sys.modules.setdefault("av", types.ModuleType("av"))  # faster-whisper imports PyAV; it never runs here
+    import faster_whisper.transcribe
+
+    samples = _reader(load_corpus(Path(os.environ[DATA_ENV]))[0])
     faster_whisper.transcribe.decode_audio = lambda path, sampling_rate=SAMPLE_RATE, **_: samples(path)
 
 
 def run(args) -> dict:
-    import types
-
-    sys.modules.setdefault("av", types.ModuleType("av"))  # faster-whisper imports PyAV; it never runs here
     from engine.api import Transcriber
     from engine.options import TranscribeOptions
-    from runner.bench import (PEER, PEER_BATCHED, bench_data, faster_whisper_model, faster_whisper_runners,
-                              format_bench, scriptorium_runner, timed)
+    from runner.bench import PEER, PEER_BATCHED, bench_data, format_bench, scriptorium_runner, timed
+    from runner.peer import PeerProcess
 
     pcm, items = load_corpus(Path(args.data))
     if args.only:
         items = [i for i in items if i.name in args.only]
     serve_samples(pcm)
+    os.environ[DATA_ENV] = str(Path(args.data).resolve())  # the spawned peer inherits it
+    module = Path(__file__).stem if __name__ == "__main__" else __name__  # importable there (same sys.path)
     transcriber = Transcriber(args.model, compute=args.compute, compute_type=args.compute_type)
     options = TranscribeOptions(beam_size=args.beam_size)
     runners = {f"scriptorium-batch{b}": scriptorium_runner(transcriber, options, b) for b in args.batches}
-    fw = faster_whisper_model(args.model, "cuda" if args.compute == "gpu" else "cpu", args.compute_type)
-    peers = faster_whisper_runners(fw, args.beam_size, args.fw_batch)
-    runners[PEER] = peers[PEER]
-    runners[f"{PEER_BATCHED}{args.fw_batch}"] = peers[PEER_BATCHED]
-    started = time.perf_counter()
-    runs = timed(runners, items, args.repeats, log=lambda m: print(m, flush=True))
+    with PeerProcess(args.model, "cuda" if args.compute == "gpu" else "cpu", args.compute_type,
+                     child_init=f"{module}:serve_peer_samples") as peer:
+        peers = peer.runners(args.beam_size, args.fw_batch)
+        runners[PEER] = peers[PEER]
+        runners[f"{PEER_BATCHED}{args.fw_batch}"] = peers[PEER_BATCHED]
+        started = time.perf_counter()
+        runs = timed(runners, items, args.repeats, log=lambda m: print(m, flush=True))
+        bench_seconds = time.perf_counter() - started
     config = {"model": str(args.model), "device": args.compute, "threads": 0,
               "batch_size": "/".join(map(str, args.batches)), "compute_type": args.compute_type, "beam_size": args.beam_size,
-              "repeats": args.repeats, "files": len(items), "bench_seconds": time.perf_counter() - started}
+              "repeats": args.repeats, "files": len(items), "bench_seconds": bench_seconds}
     data = bench_data(config, items, runs, PEER)
     print(format_bench(data))
     if args.profile:

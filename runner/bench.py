@@ -9,7 +9,8 @@ Files and references come from
 
 Engines are "runners": a function from a list of Items to {item name: FileResult}. Scriptorium's
 runner decodes the files together (Transcriber.transcribe_many with a batch size); the peer runs
-faster-whisper on the same CTranslate2 model folder, device, compute type, threads and beam size.
+faster-whisper on the same CTranslate2 model folder, device, compute type, threads and beam size,
+in its own process (runner.peer), so it gets none of our process tuning.
 Models are loaded before any timing. WER is Whisper-normalized (engine.evaluation).
 """
 
@@ -337,53 +338,10 @@ def peer_device(compute: str) -> str:
 
 
 def peer_available() -> bool:
-    try:
-        import faster_whisper  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """faster-whisper is installed (found, not imported: it runs in its own process, runner.peer)."""
+    import importlib.util
 
-
-def faster_whisper_model(model_path: str | Path, device: str = "cpu", compute_type: str = "int8", threads: int = 0):
-    """faster_whisper.WhisperModel on a CTranslate2 Whisper folder (BenchError if faster-whisper is missing)."""
-    try:
-        from faster_whisper import WhisperModel
-    except ImportError as exc:
-        raise BenchError("faster-whisper is not installed (pip install faster-whisper)") from exc
-    try:
-        return WhisperModel(str(model_path), device=device, compute_type=compute_type, cpu_threads=threads)
-    except Exception as exc:  # noqa: BLE001 - its own errors: a tokenizer download, missing CUDA libraries
-        raise BenchError(f"{PEER} cannot load {model_path}: {type(exc).__name__}: {exc}") from exc
-
-
-def faster_whisper_runners(model, beam_size: int = 5, batched_size: int | None = None,
-                           word_timestamps: bool = True) -> dict[str, Runner]:
-    """{PEER: sequential WhisperModel.transcribe (condition on previous text, no VAD: its defaults)} and,
-    with batched_size, {PEER_BATCHED: BatchedInferencePipeline with that batch size}."""
-    common = dict(beam_size=beam_size, word_timestamps=word_timestamps)
-
-    def each(transcribe) -> Runner:
-        def run(items: list[Item]) -> dict[str, FileResult]:
-            out: dict[str, FileResult] = {}
-            for item in items:
-                start = time.perf_counter()
-                try:
-                    segments, info = transcribe(str(item.path))
-                    text = _text(segments)  # consuming the generator is what decodes
-                    out[item.name] = FileResult(text, info.duration, seconds=time.perf_counter() - start)
-                except Exception as exc:  # noqa: BLE001 - a failure is a result here
-                    out[item.name] = FileResult(error=exc)
-            return out
-        return run
-
-    runners = {PEER: each(lambda p: model.transcribe(p, condition_on_previous_text=True, vad_filter=False,
-                                                     **common))}
-    if batched_size:
-        from faster_whisper import BatchedInferencePipeline
-
-        pipeline = BatchedInferencePipeline(model=model)
-        runners[PEER_BATCHED] = each(lambda p: pipeline.transcribe(p, batch_size=batched_size, **common))
-    return runners
+    return importlib.util.find_spec("faster_whisper") is not None
 
 
 # --------------------------------------------------------------------------- scoring

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
 
 from engine.errors import ScriptoriumError
-from runner.bench import (PEER, BenchError, bench_data, effective_threads, eval_data, eval_side,
-                          faster_whisper_model, faster_whisper_runners, folder_items, format_bench, format_eval,
-                          markdown_report, peer_available, read_manifest, scriptorium_runner, timed)
+from runner.bench import (PEER, BenchError, bench_data, effective_threads, eval_data, eval_side, folder_items,
+                          format_bench, format_eval, markdown_report, peer_available, read_manifest,
+                          scriptorium_runner, timed)
+from runner.peer import PeerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIO = REPO_ROOT.parent / "shared" / "audio"
@@ -55,13 +57,13 @@ def bench(folder, model, compute, threads, beam_size, batch, compute_type, repea
     """Time Scriptorium against faster-whisper on every media file in FOLDER.
 
     Both engines use the same model folder, device, compute type, beam size and threads;
-    models load (and each transcribes one short file) before the clock starts. Prints audio
-    minutes, wall time, throughput (x real time), the ratio to faster-whisper's sequential
-    transcribe, and Whisper-normalized WER with substitutions/deletions/insertions where
-    references exist: a manifest.json in FOLDER (the shared corpus format), LibriSpeech
-    *.trans.txt files, or a NAME.txt beside NAME.wav. FOLDER defaults to ../shared/audio next
-    to the repository when it exists. Without faster-whisper installed (or with --no-peer)
-    only Scriptorium runs.
+    faster-whisper runs in its own process, as users run it. Models load (and each transcribes
+    one short file) before the clock starts. Prints audio minutes, wall time, throughput (x real
+    time), the ratio to faster-whisper's sequential transcribe, and Whisper-normalized WER with
+    substitutions/deletions/insertions where references exist: a manifest.json in FOLDER (the
+    shared corpus format), LibriSpeech *.trans.txt files, or a NAME.txt beside NAME.wav. FOLDER
+    defaults to ../shared/audio next to the repository when it exists. Without faster-whisper
+    installed (or with --no-peer) only Scriptorium runs.
 
     Example:
 
@@ -80,6 +82,7 @@ def bench(folder, model, compute, threads, beam_size, batch, compute_type, repea
             raise click.UsageError("give FOLDER (no ../shared/audio next to the repository)")
         folder = SHARED_AUDIO
     threads = effective_threads(threads)
+    peers = ExitStack()  # the peer's process, ended however the bench ends
     try:
         items = folder_items(Path(folder), scored_only)
         transcriber = Transcriber(model=model, compute=compute, threads=threads, compute_type=compute_type)
@@ -96,17 +99,19 @@ def bench(folder, model, compute, threads, beam_size, batch, compute_type, repea
         else:
             _log(f"loading {PEER} on {transcriber.model.path}")
             try:
-                fw = faster_whisper_model(transcriber.model.path, "cuda" if backend.compute == "gpu" else "cpu",
-                                          resolved_type, threads)
+                peer = peers.enter_context(PeerProcess(
+                    transcriber.model.path, "cuda" if backend.compute == "gpu" else "cpu", resolved_type, threads))
             except BenchError as exc:
                 peer_note = f"not run: {exc}"
                 _log(peer_note)
             else:
-                runners.update(faster_whisper_runners(fw, beam_size, batch if fw_batched else None))
+                runners.update(peer.runners(beam_size, batch if fw_batched else None))
         _log(f"{len(items)} files from {folder}")
         runs = timed(runners, items, repeats, log=_log)
     except (BenchError, ScriptoriumError) as exc:
         _fail(exc)
+    finally:
+        peers.close()
     config = {"folder": str(folder), "model": transcriber.model.name, "model_path": str(transcriber.model.path),
               "device": backend.compute, "compute_type": resolved_type, "threads": threads, "beam_size": beam_size,
               "batch_size": batch, "repeats": repeats, "peer": PEER in runs, "peer_note": peer_note}
@@ -119,8 +124,9 @@ def bench(folder, model, compute, threads, beam_size, batch, compute_type, repea
         sys.exit(1)
 
 
-def _engine(model, backend_name, compute, threads, compute_type, beam_size, batch, language):
-    """(runner, description) for a model on a backend; faster-whisper runs sequential transcribe."""
+def _engine(model, backend_name, compute, threads, compute_type, beam_size, batch, language, stack: ExitStack):
+    """(runner, description) for a model on a backend; faster-whisper runs sequential transcribe, in a
+    process of its own that ends with stack."""
     from engine.api import Transcriber
     from engine.models import resolve_model
     from engine.options import TranscribeOptions
@@ -133,8 +139,7 @@ def _engine(model, backend_name, compute, threads, compute_type, beam_size, batc
         device = peer_device(compute)
         ctype = compute_type or ("float16" if device == "cuda" else "int8")
         _log(f"loading {PEER} on {spec.path}")
-        fw = faster_whisper_model(spec.path, device, ctype, threads)
-        runner = faster_whisper_runners(fw, beam_size)[PEER]
+        runner = stack.enter_context(PeerProcess(spec.path, device, ctype, threads)).runners(beam_size)[PEER]
         return runner, {"model": spec.name, "model_path": str(spec.path), "backend": PEER,
                         "device": "gpu" if device == "cuda" else "cpu", "compute_type": ctype}
     transcriber = Transcriber(model=spec, compute=compute, backend=backend_name, threads=threads,
@@ -213,9 +218,10 @@ def eval_(manifest, model, backend, compare_model, compare_backend, compute, thr
             setups.append((model, compare_backend))
         sides, runs, described = [], [], []
         for k, (m, b) in enumerate(setups):
-            runner, desc = _engine(m, b, compute, threads, compute_type, beam_size, batch, language)
-            tag = "AB"[k] if len(setups) > 1 else desc["model"]
-            run = timed({tag: runner}, items, log=_log)[tag]
+            with ExitStack() as stack:  # one side at a time: the first's model is gone before the second loads
+                runner, desc = _engine(m, b, compute, threads, compute_type, beam_size, batch, language, stack)
+                tag = "AB"[k] if len(setups) > 1 else desc["model"]
+                run = timed({tag: runner}, items, log=_log)[tag]
             del runner
             runs.append(run)
             described.append(desc)
