@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--windows", type=int, default=32, help="windows decoded at each batch size")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--concurrent", type=int, nargs="*", default=[],
+                   help="also: T threads each decoding one window at a time, on a model with T replicas")
     args = p.parse_args(argv)
 
     import bench_gpu
@@ -69,7 +71,38 @@ def main(argv: list[str] | None = None) -> int:
             base = base or wall
             print(f"{str(timestamps):>10} {batch:>5} {-(-len(names) // batch):>5} {wall:>8.2f} "
                   f"{1000 * wall / len(names):>9.1f} {steps:>6} {1000 * wall / steps:>8.2f} {base / wall:>5.2f}x")
+    if args.concurrent:
+        concurrent(args, backend, encoded, tok)
     return 0
+
+
+def concurrent(args, backend, encoded, tok) -> None:
+    """Windows decoded one per call from T threads at once (CTranslate2 inter_threads=T replicas)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ctranslate2
+
+    from engine.options import TranscribeOptions
+
+    options = TranscribeOptions().decode_options(0.0)
+    prompt = list(tok.sot_sequence)
+    base = None
+    print(f"{'threads':>7} {'s total':>8} {'ms/window':>9} {'ratio':>6}  (timestamps, batch 1 per call)")
+    for threads in [1, *args.concurrent]:
+        backend.model = ctranslate2.models.Whisper(str(args.model), device="cuda" if args.compute == "gpu" else "cpu",
+                                                   compute_type=args.compute_type, inter_threads=threads,
+                                                   intra_threads=args.threads)
+        one = lambda i: backend.generate(encoded[i:i + 1], [prompt], options)  # noqa: E731
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, range(min(threads, len(encoded)))))  # warm
+            walls = []
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                list(pool.map(one, range(len(encoded))))
+                walls.append(time.perf_counter() - started)
+        wall = statistics.median(walls)
+        base = base or wall
+        print(f"{threads:>7} {wall:>8.2f} {1000 * wall / len(encoded):>9.1f} {base / wall:>5.2f}x")
 
 
 if __name__ == "__main__":

