@@ -92,12 +92,12 @@ class BatchTranscriber:
     def run(self, tasks: Iterable[FileTask]) -> Iterator[Event]:
         """Yield events as windows finish; `tasks` is pulled lazily as slots free up.
 
-        Batching keeps LOOKAHEAD x batch_size files open and decodes, each step, the windows that
+        It keeps LOOKAHEAD x batch_size files open and decodes, each step, the windows that
         engine.scheduling picks (the largest group of equal prompt length, up to batch_size).
         """
         pending = iter(tasks)
         slots: list[_Slot] = []
-        in_flight = self.batch_size * LOOKAHEAD if self.batch_size > 1 else 1
+        in_flight = self.batch_size * LOOKAHEAD  # at batch 1 too: the next file's reader starts early
         waiting: list[tuple[_Slot, Window]] = []  # oldest first
         ages: dict[int, int] = {}
         try:
