@@ -35,7 +35,7 @@ class PoolPlan:
     batch: int = 8
 
 
-DEFAULT_BATCH = 8  # 2 cores: batch 8 decodes 1.3x faster than batch 1 (benchmarks/bench_engine.py)
+DEFAULT_BATCH = 8  # fastest of 1/8/32 on 2 CPU cores (bench_engine.py) and on an H100/H200 (bench_gpu.py)
 
 
 def plan_pool(workers: int | None, threads: int | None, compute: str = "cpu", batch: int | None = None) -> PoolPlan:
