@@ -31,11 +31,13 @@ class Transcriber:
 
     def __init__(self, model: str | Path | ModelSpec | None = None, compute: str = "auto",
                  backend: str = "ctranslate2", threads: int = 0, compute_type: str | None = None,
-                 models_dir: Path | None = None):
+                 models_dir: Path | None = None, replicas: int = 1):
         self.model = model if isinstance(model, ModelSpec) else resolve_model(model, models_dir)
         kwargs = {"compute": compute, "threads": threads}
         if compute_type:
             kwargs["compute_type"] = compute_type
+        if replicas != 1:  # model copies that decode parts of a batch at once (ctranslate2 only)
+            kwargs["replicas"] = replicas
         self.backend = create_backend(backend, self.model, **kwargs)
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
 

@@ -88,6 +88,7 @@ class BatchTranscriber:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend, self.tokenizer, self.n_mels = backend, tokenizer, n_mels
         self.options, self.batch_size = options, batch_size
+        self._pool = None  # threads that drive the backend's replicas, made on first use
 
     def run(self, tasks: Iterable[FileTask]) -> Iterator[Event]:
         """Yield events as windows finish; `tasks` is pulled lazily as slots free up.
@@ -171,7 +172,32 @@ class BatchTranscriber:
         return ready, events
 
     def step(self, ready: list[tuple[_Slot, Window]]) -> Iterator[WindowDone]:
-        """Encode, decode, split and align one window per file, all files at once."""
+        """Encode, decode, split and align one window per file, all files at once.
+
+        With a backend of several replicas the windows are shared out among them and the parts run
+        at once; which windows share a call never changes what any of them decodes to.
+        """
+        parts = _share_out(ready, getattr(self.backend, "replicas", 1))
+        if len(parts) == 1:
+            results = [self._model_work(ready)]
+        else:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.backend.replicas, thread_name_prefix="replica")
+            results = list(self._pool.map(self._model_work, parts))
+        for part, (decoded, splits, words, seconds) in zip(parts, results):
+            share = 1.0 / len(part)
+            for i, ((slot, window), result) in enumerate(zip(part, decoded)):
+                for name, value in seconds.items():
+                    slot.timings[name] += value * share
+                raw, next_seek = splits[i]
+                segments = slot.decoder.accept(window, result, raw, next_seek, words[i])
+                yield WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
+                                 slot.decoder.seek, tuple(segments), slot.decoder.audio.duration)
+
+    def _model_work(self, ready: list[tuple[_Slot, Window]]):
+        """The model's part of a step for these windows: (decoded, splits, words, stage seconds)."""
         windows = [w for _, w in ready]
         clock = time.perf_counter()
         encoded = self.backend.encode(np.stack([w.features for w in windows]))
@@ -182,15 +208,8 @@ class BatchTranscriber:
         generate_s, clock = time.perf_counter() - clock, time.perf_counter()
         splits = [slot.decoder.split(w, d) for (slot, w), d in zip(ready, decoded)]
         words = self._align(encoded, ready, splits) if self.options.word_timestamps else [None] * len(ready)
-        align_s = time.perf_counter() - clock
-        share = 1.0 / len(ready)
-        for i, ((slot, window), result) in enumerate(zip(ready, decoded)):
-            for name, seconds in (("encode", encode_s), ("generate", generate_s), ("align", align_s)):
-                slot.timings[name] += seconds * share
-            raw, next_seek = splits[i]
-            segments = slot.decoder.accept(window, result, raw, next_seek, words[i])
-            yield WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
-                             slot.decoder.seek, tuple(segments), slot.decoder.audio.duration)
+        seconds = {"encode": encode_s, "generate": generate_s, "align": time.perf_counter() - clock}
+        return decoded, splits, words, seconds
 
     def _detect_languages(self, ready: list[tuple[_Slot, Window]], encoded: np.ndarray) -> None:
         """On a file's first window, a multilingual model picks its language; the prompt follows."""
@@ -219,3 +238,15 @@ class BatchTranscriber:
                                               [ready[i][1].num_frames])
             words[i] = words_from_alignment(tokenizer, text, alignment)
         return words
+
+
+def _share_out(ready: list, replicas: int) -> list[list]:
+    """Split a step's windows into up to `replicas` contiguous parts of near-equal size."""
+    n = min(max(1, replicas), len(ready))
+    size, extra = divmod(len(ready), n)
+    parts, start = [], 0
+    for i in range(n):
+        stop = start + size + (1 if i < extra else 0)
+        parts.append(ready[start:stop])
+        start = stop
+    return parts

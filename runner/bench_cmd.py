@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from engine.backends.ctranslate2_backend import default_replicas
 from engine.errors import ScriptoriumError
 from runner.bench import (PEER, BenchError, bench_data, effective_threads, eval_data, eval_side, folder_items,
                           format_bench, format_eval, markdown_report, peer_available, read_manifest,
@@ -85,7 +86,8 @@ def bench(folder, model, compute, threads, beam_size, batch, compute_type, repea
     peers = ExitStack()  # the peer's process, ended however the bench ends
     try:
         items = folder_items(Path(folder), scored_only)
-        transcriber = Transcriber(model=model, compute=compute, threads=threads, compute_type=compute_type)
+        transcriber = Transcriber(model=model, compute=compute, threads=threads, compute_type=compute_type,
+                                  replicas=default_replicas(compute, threads, batch))
         backend = transcriber.backend
         resolved_type = getattr(backend, "compute_type", compute_type or "")
         runners = {"scriptorium": scriptorium_runner(transcriber, TranscribeOptions(beam_size=beam_size), batch)}

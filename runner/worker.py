@@ -17,6 +17,7 @@ from rq.timeouts import TimerDeathPenalty
 
 from engine.api import Transcriber
 from engine.backends import backend_for
+from engine.backends.ctranslate2_backend import default_replicas
 from engine.scheduling import LOOKAHEAD
 from engine.errors import ModelError
 from engine.model_store import verify_model
@@ -101,7 +102,9 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     connection = connect(settings.redis_url)
     # refused before loading the model: a queue bound to another catalog names other media ids
     claim_queue(connection, settings.queue_name, catalog.identity(), catalog.url.render_as_string(hide_password=True))
-    transcriber = Transcriber(model=spec, compute=compute, threads=threads, backend=backend_for(compute))
+    backend = backend_for(compute)
+    replicas = default_replicas(compute, threads, batch) if backend == "ctranslate2" else 1
+    transcriber = Transcriber(model=spec, compute=compute, threads=threads, backend=backend, replicas=replicas)
     name = worker_name(transcriber.backend.compute)
     # batching: LOOKAHEAD x batch job threads, so each model call can take windows of one prompt length
     names = [name] if batch <= 1 else [f"{name}.{i}" for i in range(batch * LOOKAHEAD)]

@@ -358,3 +358,26 @@ def test_video_container_matches_its_audio(cpu_transcriber, media_factory, clips
     assert [s.text for s in t.segments] == [s.text for s in flac.segments]
     assert [s.start for s in t.segments] == pytest.approx([s.start for s in flac.segments], abs=0.15)
     assert [s.end for s in t.segments] == pytest.approx([s.end for s in flac.segments], abs=0.15)
+
+
+def test_batched_on_two_replicas_equals_sequential(cpu_transcriber, clips, shared_audio_dir):
+    """A step shared out between two model replicas (2 x 1 thread, run at once) changes no text."""
+    from engine.api import Transcriber
+
+    replicated = Transcriber(compute="cpu", threads=2, replicas=2)
+    assert replicated.backend.replicas == 2
+    paths = [shared_audio_dir / n for n in BATCH_VS_SEQUENTIAL]
+    batched = {Path(r.info.path).name: r for r in replicated.transcribe_many(paths, batch_size=4)}
+    sequential = {Path(r.info.path).name: r for r in cpu_transcriber.transcribe_many(paths, batch_size=1)}
+    for name in BATCH_VS_SEQUENTIAL:
+        one, two = sequential[name].segments, batched[name].segments
+        assert [s.text for s in two] == [s.text for s in one], name
+        assert [s.start for s in two] == pytest.approx([s.start for s in one], abs=0.05)
+
+
+def test_share_out_splits_a_step_evenly():
+    from engine.batching import _share_out
+
+    assert _share_out(list(range(7)), 2) == [[0, 1, 2, 3], [4, 5, 6]]
+    assert _share_out([1], 2) == [[1]]
+    assert _share_out(list(range(3)), 1) == [[0, 1, 2]]
