@@ -124,6 +124,9 @@ class BatchTranscriber:
         finally:  # stopped early (an error, or the caller closed us): end every reader and its ffmpeg
             for slot in slots:
                 slot.decoder.audio.close()
+            if self._pool is not None:  # the replicas' threads end with the run that made them
+                self._pool.shutdown()  # no work is left: returns at once
+                self._pool = None
 
     def _fill(self, slots: list[_Slot], pending: Iterator[FileTask], limit: int) -> Iterator[Event]:
         """Open files until `limit` are in flight; a file that cannot be opened fails alone."""

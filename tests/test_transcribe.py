@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import wave
 from pathlib import Path
 
@@ -373,6 +374,7 @@ def test_batched_on_two_replicas_equals_sequential(cpu_transcriber, clips, share
         one, two = sequential[name].segments, batched[name].segments
         assert [s.text for s in two] == [s.text for s in one], name
         assert [s.start for s in two] == pytest.approx([s.start for s in one], abs=0.05)
+    assert not [t for t in threading.enumerate() if t.name.startswith("replica")], "replica threads outlive the run"
 
 
 def test_share_out_splits_a_step_evenly():
