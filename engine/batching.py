@@ -15,9 +15,8 @@ import numpy as np
 
 from engine.backends.base import Backend
 from engine.decoding import decode_windows
-from engine.errors import MediaError
 from engine.options import TranscribeOptions
-from engine.scheduling import LOOKAHEAD, choose
+from engine.scheduling import LOOKAHEAD
 from engine.results import Segment
 from engine.timing import words_from_alignment
 from engine.tokenizer import Tokenizer
@@ -80,7 +79,11 @@ class _Slot:
 
 
 class BatchTranscriber:
-    """Runs up to `batch_size` files at once through one backend."""
+    """Runs up to `batch_size` files at once through one backend.
+
+    This holds the per-file and per-step work; engine.window_server schedules it: a thread per
+    file prepares its windows, and one server thread per model replica decodes them in calls.
+    """
 
     def __init__(self, backend: Backend, tokenizer: Tokenizer, n_mels: int, options: TranscribeOptions,
                  batch_size: int = 1):
@@ -88,56 +91,15 @@ class BatchTranscriber:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend, self.tokenizer, self.n_mels = backend, tokenizer, n_mels
         self.options, self.batch_size = options, batch_size
-        self._pool = None  # threads that drive the backend's replicas, made on first use
 
     def run(self, tasks: Iterable[FileTask]) -> Iterator[Event]:
-        """Yield events as windows finish; `tasks` is pulled lazily as slots free up.
+        """Yield events as windows finish; `tasks` is pulled lazily as files finish.
 
-        It keeps LOOKAHEAD x batch_size files open and decodes, each step, the windows that
-        engine.scheduling picks (the largest group of equal prompt length, up to batch_size).
+        LOOKAHEAD x batch_size files are in flight; closing the iterator ends their readers.
         """
-        pending = iter(tasks)
-        slots: list[_Slot] = []
-        in_flight = self.batch_size * LOOKAHEAD  # at batch 1 too: the next file's reader starts early
-        waiting: list[tuple[_Slot, Window]] = []  # oldest first
-        ages: dict[int, int] = {}
-        try:
-            while True:
-                yield from self._fill(slots, pending, in_flight)
-                if not slots:
-                    return
-                busy = {id(slot) for slot, _ in waiting}
-                ready, events = self._windows(slots, [s for s in slots if id(s) not in busy])
-                yield from events
-                waiting.extend(ready)
-                if not waiting:
-                    continue
-                picked = set(choose([len(w.prompt) for _, w in waiting],
-                                    [ages.get(id(w), 0) for _, w in waiting], self.batch_size))
-                batch = [item for i, item in enumerate(waiting) if i in picked]
-                waiting = [item for i, item in enumerate(waiting) if i not in picked]
-                for _, window in batch:
-                    ages.pop(id(window), None)
-                for _, window in waiting:
-                    ages[id(window)] = ages.get(id(window), 0) + 1
-                yield from self.step(batch)
-        finally:  # stopped early (an error, or the caller closed us): end every reader and its ffmpeg
-            for slot in slots:
-                slot.decoder.audio.close()
-            if self._pool is not None:  # the replicas' threads end with the run that made them
-                self._pool.shutdown()  # no work is left: returns at once
-                self._pool = None
+        from engine.window_server import run_tasks  # the scheduler builds on this class
 
-    def _fill(self, slots: list[_Slot], pending: Iterator[FileTask], limit: int) -> Iterator[Event]:
-        """Open files until `limit` are in flight; a file that cannot be opened fails alone."""
-        while len(slots) < limit:
-            task = next(pending, None)
-            if task is None:
-                return
-            try:
-                slots.append(self.open_slot(task))
-            except MediaError as exc:
-                yield FileFailed(task.key, exc)
+        return run_tasks(self, tasks, self.batch_size * LOOKAHEAD)
 
     def open_slot(self, task: FileTask) -> _Slot:
         """A file's long-form state; MediaError if it cannot be opened."""
@@ -156,48 +118,18 @@ class BatchTranscriber:
                             slot.language_probability, dict(slot.timings))
         return window
 
-    def _windows(self, slots: list[_Slot], todo: list[_Slot]) -> tuple[list[tuple[_Slot, Window]], list[Event]]:
-        """The next window of each slot in `todo`; finished or failing files leave `slots`."""
-        ready, events = [], []
-        for slot in todo:
-            try:
-                window = self.next_window(slot)
-            except MediaError as exc:
-                slots.remove(slot)
-                slot.decoder.audio.close()
-                events.append(FileFailed(slot.task.key, exc))
-                continue
-            if isinstance(window, FileDone):
-                slots.remove(slot)
-                events.append(window)
-            else:
-                ready.append((slot, window))
-        return ready, events
-
     def step(self, ready: list[tuple[_Slot, Window]]) -> Iterator[WindowDone]:
-        """Encode, decode, split and align one window per file, all files at once.
-
-        With a backend of several replicas the windows are shared out among them and the parts run
-        at once; which windows share a call never changes what any of them decodes to.
-        """
-        parts = _share_out(ready, getattr(self.backend, "replicas", 1))
-        if len(parts) == 1:
-            results = [self._model_work(ready)]
-        else:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(self.backend.replicas, thread_name_prefix="replica")
-            results = list(self._pool.map(self._model_work, parts))
-        for part, (decoded, splits, words, seconds) in zip(parts, results):
-            share = 1.0 / len(part)
-            for i, ((slot, window), result) in enumerate(zip(part, decoded)):
-                for name, value in seconds.items():
-                    slot.timings[name] += value * share
-                raw, next_seek = splits[i]
-                segments = slot.decoder.accept(window, result, raw, next_seek, words[i])
-                yield WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
-                                 slot.decoder.seek, tuple(segments), slot.decoder.audio.duration)
+        """Encode, decode, split and align one window per file, all in one call each, then advance
+        every file. Calls on several replicas may run at once, for different files."""
+        decoded, splits, words, seconds = self._model_work(ready)
+        share = 1.0 / len(ready)
+        for i, ((slot, window), result) in enumerate(zip(ready, decoded)):
+            for name, value in seconds.items():
+                slot.timings[name] += value * share
+            raw, next_seek = splits[i]
+            segments = slot.decoder.accept(window, result, raw, next_seek, words[i])
+            yield WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
+                             slot.decoder.seek, tuple(segments), slot.decoder.audio.duration)
 
     def _model_work(self, ready: list[tuple[_Slot, Window]]):
         """The model's part of a step for these windows: (decoded, splits, words, stage seconds)."""
@@ -242,14 +174,3 @@ class BatchTranscriber:
             words[i] = words_from_alignment(tokenizer, text, alignment)
         return words
 
-
-def _share_out(ready: list, replicas: int) -> list[list]:
-    """Split a step's windows into up to `replicas` contiguous parts of near-equal size."""
-    n = min(max(1, replicas), len(ready))
-    size, extra = divmod(len(ready), n)
-    parts, start = [], 0
-    for i in range(n):
-        stop = start + size + (1 if i < extra else 0)
-        parts.append(ready[start:stop])
-        start = stop
-    return parts

@@ -1,35 +1,52 @@
-"""Continuous batching for callers in many threads: each thread runs one file's long-form loop
-(decoding audio, voice activity and features there, so that work overlaps the model's), and
-one server thread runs the model on the windows waiting, up to batch_size per step. Callers
-should run about LOOKAHEAD x batch_size threads, so that the server can fill its calls.
+"""Continuous batching, scheduled: each file runs its long-form loop in a thread of its own
+(decoding audio, voice activity and features there, so that this work overlaps the model's),
+and one server thread per model replica takes the windows waiting, up to batch_size / replicas
+per call. A replica never waits for another: while one decodes a slow window (a temperature
+fallback, a long prompt), the other goes on with the other files.
+
+Callers run about LOOKAHEAD x batch_size files at once, so that each call can be filled with
+windows of one prompt length; `run_tasks` does that for an iterable of tasks.
 """
 
 from __future__ import annotations
 
+import itertools
+import queue
 import threading
 import time
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from engine.batching import BatchTranscriber, Event, FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import MediaError
 from engine.scheduling import choose
 
 
+class ServerClosed(Exception):
+    """The server stopped before this window was decoded."""
+
+
 class WindowServer:
     """Shares one model among threads; a finished file frees its place in the batch at once."""
 
-    def __init__(self, core: BatchTranscriber, max_wait: float = 0.2):
+    def __init__(self, core: BatchTranscriber, max_wait: float = 0.2, name: str = "window-server"):
         self.core = core
         self.max_wait = max_wait
+        self.servers = max(1, int(getattr(core.backend, "replicas", 1)))
+        self.call_size = max(1, -(-core.batch_size // self.servers))  # windows per model call
         self._cond = threading.Condition()
         self._waiting: list[tuple] = []  # (slot, window, box), oldest first
-        self._ages: dict[int, int] = {}  # id(box) -> steps passed over
-        self._active = 0
-        self._thread = threading.Thread(target=self._serve, name="window-server", daemon=True)
-        self._thread.start()
+        self._ages: dict[int, int] = {}  # id(box) -> calls it was passed over by
+        self._active = 0  # files streaming
+        self._running = 0  # windows inside a model call
+        self._closed = False
+        self._threads = [threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True)
+                         for i in range(self.servers)]
+        for thread in self._threads:
+            thread.start()
 
-    def stream(self, task: FileTask) -> Iterator[Event]:
-        """One file's events; model calls are batched with other threads' files."""
+    def stream(self, task: FileTask, stop: threading.Event | None = None) -> Iterator[Event]:
+        """One file's events; model calls are batched with other threads' files. With `stop` set,
+        the file ends quietly after its current window."""
         try:
             slot = self.core.open_slot(task)
         except MediaError as exc:
@@ -38,7 +55,7 @@ class WindowServer:
         with self._cond:
             self._active += 1
         try:
-            while True:
+            while stop is None or not stop.is_set():
                 try:
                     window = self.core.next_window(slot)
                 except MediaError as exc:
@@ -54,9 +71,23 @@ class WindowServer:
                 self._active -= 1
                 self._cond.notify_all()
 
+    def close(self) -> None:
+        """Stop the server threads once their calls are done; windows still waiting fail."""
+        with self._cond:
+            self._closed = True
+            for _, _, box in self._waiting:
+                box["error"] = ServerClosed("the window server was closed")
+            self._waiting = []
+            self._cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join()
+
     def _submit(self, slot, window) -> WindowDone:
         box: dict = {}
         with self._cond:
+            if self._closed:
+                raise ServerClosed("the window server was closed")
             self._waiting.append((slot, window, box))
             self._cond.notify_all()
             while not box:
@@ -65,36 +96,106 @@ class WindowServer:
             raise box["error"]
         return box["done"]
 
-    def _take_batch(self) -> list[tuple]:
-        """Wait for windows, giving the other active files a moment to join; then pick a batch
-        (engine.scheduling: the largest group of equal prompt length, the long-passed-over first)."""
+    def _take_batch(self) -> list[tuple] | None:
+        """Wait for windows, giving the files not in a call a moment to join; then pick one call's
+        worth (engine.scheduling: the largest group of equal prompt length, the long-passed-over
+        first). None once closed."""
         with self._cond:
-            while not self._waiting:
+            while not self._waiting and not self._closed:
                 self._cond.wait()
+            if self._closed:
+                return None
             deadline = time.monotonic() + self.max_wait
-            while len(self._waiting) < self._active:
+            while len(self._waiting) < self._active - self._running and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
+            if not self._waiting:  # another server took them, or closed meanwhile
+                return [] if not self._closed else None
             picked = set(choose([len(w.prompt) for _, w, _ in self._waiting],
-                                [self._ages.get(id(box), 0) for _, _, box in self._waiting], self.core.batch_size))
+                                [self._ages.get(id(box), 0) for _, _, box in self._waiting], self.call_size))
             batch = [item for i, item in enumerate(self._waiting) if i in picked]
             self._waiting = [item for i, item in enumerate(self._waiting) if i not in picked]
             for _, _, box in batch:
                 self._ages.pop(id(box), None)
             for _, _, box in self._waiting:
                 self._ages[id(box)] = self._ages.get(id(box), 0) + 1
+            self._running += len(batch)
             return batch
 
     def _serve(self) -> None:
         while True:
             batch = self._take_batch()
+            if batch is None:
+                return
+            if not batch:
+                continue
             try:
                 outcome = [("done", r) for r in self.core.step([(s, w) for s, w, _ in batch])]
-            except Exception as exc:  # noqa: BLE001 - handed to every caller of this step
+            except Exception as exc:  # noqa: BLE001 - handed to every caller of this call
                 outcome = [("error", exc)] * len(batch)
             with self._cond:
+                self._running -= len(batch)
                 for (_, _, box), (kind, value) in zip(batch, outcome):
                     box[kind] = value
                 self._cond.notify_all()
+
+
+_END = object()
+_runs = itertools.count()
+
+
+class _Crash:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def run_tasks(core: BatchTranscriber, tasks: Iterable[FileTask], in_flight: int) -> Iterator[Event]:
+    """Events of many files, `in_flight` at a time, each in a thread of its own, through one
+    server that this run starts and stops. Tasks are pulled lazily; an unexpected error in any
+    file (not bad media, which fails that file alone) stops the run and is raised here."""
+    run = next(_runs)
+    server = WindowServer(core, name=f"run{run}-server")
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    pending = iter(tasks)
+    threads: list[threading.Thread] = []
+
+    def drive(task: FileTask) -> None:
+        try:
+            for event in server.stream(task, stop):
+                events.put(event)
+        except ServerClosed:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - raised again in the consuming thread
+            events.put(_Crash(exc))
+        finally:
+            events.put(_END)
+
+    try:
+        live = 0
+        while True:
+            while live < in_flight:
+                task = next(pending, None)
+                if task is None:
+                    break
+                thread = threading.Thread(target=drive, args=(task,), name=f"run{run}-file", daemon=True)
+                thread.start()
+                threads.append(thread)
+                live += 1
+            if live == 0:
+                return
+            item = events.get()
+            if item is _END:
+                live -= 1
+                threads = [t for t in threads if t.is_alive()]
+            elif isinstance(item, _Crash):
+                raise item.error
+            else:
+                yield item
+    finally:  # finished, failed, or the caller stopped early: every file's reader and ffmpeg end
+        stop.set()
+        server.close()
+        for thread in threads:
+            thread.join()

@@ -362,7 +362,7 @@ def test_video_container_matches_its_audio(cpu_transcriber, media_factory, clips
 
 
 def test_batched_on_two_replicas_equals_sequential(cpu_transcriber, clips, shared_audio_dir):
-    """A step shared out between two model replicas (2 x 1 thread, run at once) changes no text."""
+    """Calls on two model replicas (2 x 1 thread, run at once, each with its own files) change no text."""
     from engine.api import Transcriber
 
     replicated = Transcriber(compute="cpu", threads=2, replicas=2)
@@ -374,12 +374,6 @@ def test_batched_on_two_replicas_equals_sequential(cpu_transcriber, clips, share
         one, two = sequential[name].segments, batched[name].segments
         assert [s.text for s in two] == [s.text for s in one], name
         assert [s.start for s in two] == pytest.approx([s.start for s in one], abs=0.05)
-    assert not [t for t in threading.enumerate() if t.name.startswith("replica")], "replica threads outlive the run"
+    assert not [t for t in threading.enumerate() if t.name.startswith("run")], "server or file threads outlive the run"
 
 
-def test_share_out_splits_a_step_evenly():
-    from engine.batching import _share_out
-
-    assert _share_out(list(range(7)), 2) == [[0, 1, 2, 3], [4, 5, 6]]
-    assert _share_out([1], 2) == [[1]]
-    assert _share_out(list(range(3)), 1) == [[0, 1, 2]]
