@@ -87,13 +87,17 @@ class Transcriber:
             raise result.error
         return result
 
-    def transcribe_many(self, paths: Iterable[str | Path], options: TranscribeOptions | None = None,
+    def transcribe_many(self, paths: Iterable[str | Path | FileTask], options: TranscribeOptions | None = None,
                         batch_size: int = 1) -> Iterator[Transcript | FileFailed]:
-        """Whole transcripts, in the order files finish; a bad file yields FileFailed and the rest go on."""
+        """Whole transcripts, in the order files finish; a bad file yields FileFailed and the rest go on.
+
+        A FileTask (its key the path) may stand for a path, to give its known duration: batched,
+        the files with the most audio left are decoded first.
+        """
         options = options or TranscribeOptions()
         segments: dict[str, list[Segment]] = {}
         started: dict[str, float] = {}
-        tasks = (FileTask(str(p), str(p)) for p in paths)
+        tasks = (p if isinstance(p, FileTask) else FileTask(str(p), str(p)) for p in paths)
         for event in self.stream(tasks, options, batch_size):
             started.setdefault(event.key, time.perf_counter())
             if isinstance(event, WindowDone):

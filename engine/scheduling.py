@@ -13,8 +13,15 @@ from __future__ import annotations
 LOOKAHEAD = 2  # files in flight per batch slot when batching
 
 
-def choose(lengths: list[int], ages: list[int], batch_size: int, max_age: int = 2) -> list[int]:
-    """Indices (into the waiting list, oldest first) of the windows to decode in this step."""
+def choose(lengths: list[int], ages: list[int], batch_size: int, max_age: int = 2,
+           remaining: list[float] | None = None) -> list[int]:
+    """Indices (into the waiting list, oldest first) of the windows to decode in this call.
+
+    With `remaining` (seconds of audio left in each window's file), the file with the most left
+    goes first, with the windows of its prompt length that have the most left: the longest file
+    is the run's critical path, and a run whose long files trail at the end decodes them one
+    window per call on a machine that is otherwise idle. Without it, the largest group goes.
+    """
     if not lengths:
         return []
     groups: dict[int, list[int]] = {}
@@ -23,6 +30,11 @@ def choose(lengths: list[int], ages: list[int], batch_size: int, max_age: int = 
     oldest = max(range(len(ages)), key=lambda i: (ages[i], -i))
     if ages[oldest] >= max_age:
         chosen = groups[lengths[oldest]]
+    elif remaining is not None:
+        urgent = max(range(len(lengths)), key=lambda i: (remaining[i], -i))
+        chosen = groups[lengths[urgent]]
     else:
         chosen = max(groups.values(), key=lambda g: (min(len(g), batch_size), -g[0]))
+    if remaining is not None:
+        chosen = sorted(chosen, key=lambda i: (-remaining[i], i))
     return chosen[:batch_size]

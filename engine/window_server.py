@@ -114,7 +114,8 @@ class WindowServer:
             if not self._waiting:  # another server took them, or closed meanwhile
                 return [] if not self._closed else None
             picked = set(choose([len(w.prompt) for _, w, _ in self._waiting],
-                                [self._ages.get(id(box), 0) for _, _, box in self._waiting], self.call_size))
+                                [self._ages.get(id(box), 0) for _, _, box in self._waiting], self.call_size,
+                                remaining=[s.decoder.audio.duration - w.offset for s, w, _ in self._waiting]))
             batch = [item for i, item in enumerate(self._waiting) if i in picked]
             self._waiting = [item for i, item in enumerate(self._waiting) if i not in picked]
             for _, _, box in batch:

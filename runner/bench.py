@@ -311,7 +311,7 @@ def _text(segments) -> str:
 
 def scriptorium_runner(transcriber, options, batch_size: int = 1) -> Runner:
     """Scriptorium: Transcriber.transcribe_many over the items, batch_size files decoded together."""
-    from engine.batching import FileFailed
+    from engine.batching import FileFailed, FileTask
 
     def run(items: list[Item]) -> dict[str, FileResult]:
         by_path = {str(item.path): item.name for item in items}
@@ -319,7 +319,8 @@ def scriptorium_runner(transcriber, options, batch_size: int = 1) -> Runner:
         # Batched, the longest files go first (as `scriptorium run` orders its queue): a long file
         # started last would finish alone, in a batch of one.
         order = sorted(items, key=lambda i: -(i.duration or 0.0)) if batch_size > 1 else items
-        for result in transcriber.transcribe_many([item.path for item in order], options, batch_size=batch_size):
+        tasks = [FileTask(str(i.path), str(i.path), duration=i.duration) for i in order]
+        for result in transcriber.transcribe_many(tasks, options, batch_size=batch_size):
             if isinstance(result, FileFailed):
                 out[by_path.get(result.key, result.key)] = FileResult(error=result.error)
             else:

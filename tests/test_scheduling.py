@@ -36,3 +36,14 @@ def test_every_window_is_served_within_a_few_steps():
 
 def test_nothing_waiting():
     assert choose([], [], batch_size=8) == []
+
+
+def test_the_file_with_most_audio_left_goes_first_with_its_prompt_length():
+    """The critical path first: a long file's window beats a bigger group of short ones."""
+    lengths, remaining = [1, 1, 225, 1, 225, 225], [20.0, 25.0, 240.0, 10.0, 30.0, 900.0]
+    assert choose(lengths, [0] * 6, batch_size=2, remaining=remaining) == [5, 2]
+
+
+def test_age_still_beats_urgency():
+    lengths, ages, remaining = [1, 225], [2, 0], [5.0, 900.0]
+    assert choose(lengths, ages, batch_size=4, remaining=remaining) == [0]
