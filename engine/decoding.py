@@ -15,7 +15,9 @@ from engine.tokenizer import Tokenizer
 # Previous-text lengths are cut to one of these, so that prompts of files decoded together
 # line up (CTranslate2 needs <|startoftranscript|> at one position across a batch) while a
 # file's prompt depends only on its own history: batched results equal unbatched ones.
-PREVIOUS_TEXT_LADDER = (223, 192, 160, 128, 96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1)
+# Few rungs (powers of two below Whisper's 223) make more windows share a length, so calls
+# fill: 40 files, 2 replicas, median of 3: 47.3 -> 42.5 s; WER of the scored files 4.49 -> 4.43%.
+PREVIOUS_TEXT_LADDER = (223, 128, 64, 32, 16, 8, 4, 2, 1)
 
 
 @dataclass(frozen=True)

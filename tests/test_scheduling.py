@@ -47,3 +47,12 @@ def test_the_file_with_most_audio_left_goes_first_with_its_prompt_length():
 def test_age_still_beats_urgency():
     lengths, ages, remaining = [1, 225], [2, 0], [5.0, 900.0]
     assert choose(lengths, ages, batch_size=4, remaining=remaining) == [0]
+
+
+def test_previous_text_is_cut_to_few_lengths():
+    """Prompts of files at different points share a length often enough to fill calls."""
+    from engine.decoding import previous_context
+
+    lengths = {len(previous_context(list(range(n)))) for n in range(0, 400)}
+    assert lengths == {0, 1, 2, 4, 8, 16, 32, 64, 128, 223}
+    assert previous_context(list(range(300)))[-1] == 299  # the most recent text is what is kept
