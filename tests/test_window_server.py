@@ -46,3 +46,23 @@ def test_a_bad_file_fails_alone(transcriber, shared_audio_dir, tmp_path):
     assert isinstance(events[-1], FileFailed) and str(bad) in str(events[-1].error)
     good = str(shared_audio_dir / "LDC93S1.wav")
     assert _texts(server.stream(FileTask(good, good)))
+
+
+def test_the_last_files_are_spread_over_idle_replicas():
+    """Two files left and two idle replicas: one window per call, so both cores work."""
+    from types import SimpleNamespace
+
+    from engine.window_server import WindowServer
+
+    core = SimpleNamespace(backend=SimpleNamespace(replicas=2), batch_size=8)
+    server = WindowServer(core)
+    try:
+        assert server.servers == 2 and server.call_size == 4
+        server._active = 16
+        assert server._share() == 4  # plenty of files: full calls
+        server._active = 2
+        assert server._share() == 1  # both replicas idle: one file each
+        server._busy = 1
+        assert server._share() == 2  # the other replica is busy: this call takes both
+    finally:
+        server.close()
