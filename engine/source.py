@@ -1,6 +1,6 @@
 """A forward-only cursor over a file's streamed audio, with voice activity computed as it arrives.
 
-Decoding (ffmpeg) and voice activity run in a reader thread up to two 30 s chunks ahead of the
+Decoding (ffmpeg) and voice activity run in a reader thread up to two 34 s chunks ahead of the
 decoder, so they overlap with the model's work instead of adding to it.
 """
 
@@ -17,7 +17,11 @@ from engine.audio import stream_audio
 from engine.constants import SAMPLE_RATE
 from engine.vad import SpeechDetector
 
-_AHEAD = 2  # chunks read ahead: 2 x 30 s x 4 bytes x 16 kHz = 3.8 MB per file in flight
+_AHEAD = 2  # chunks read ahead: 2 x 34 s x 4 bytes x 16 kHz = 4.4 MB per file in flight
+# A window needs voice activity up to 30 s + min_silence + speech_pad (3.4 s by default) past its
+# seek: with 34 s chunks a file's first window waits for one chunk's VAD, not two. At the start of a
+# batch the VAD helper takes the files' chunks in turn, so that halved the wait before the first call.
+CHUNK_SECONDS = 34.0
 
 
 class _Reader:
@@ -75,7 +79,7 @@ class _Reader:
 class AudioCursor:
     """Holds only the audio from the current seek on: memory stays flat however long the file."""
 
-    def __init__(self, path: str, vad: bool, chunk_seconds: float = 30.0, duration_hint: float | None = None):
+    def __init__(self, path: str, vad: bool, chunk_seconds: float = CHUNK_SECONDS, duration_hint: float | None = None):
         self.path = str(path)
         self.duration_hint = duration_hint  # no probe here: ffmpeg's own errors name bad files
         stream = stream_audio(self.path, chunk_seconds=chunk_seconds)  # bad paths raise here, at once

@@ -98,3 +98,22 @@ def test_decoding_error_surfaces_in_the_decoding_thread(media_factory):
     assert "random" in str(err.value)
     cursor.close()
     assert not _readers()
+
+
+def test_first_window_needs_one_chunk_of_voice_activity(long_wav, cpu_transcriber):
+    """A window looks 3.4 s past its 30 s for silences: one 34 s chunk covers it, so a file's
+    first window does not wait for a second chunk's VAD (at the start of a batch, 16 files queue
+    their chunks at one VAD helper)."""
+    from engine.constants import SAMPLE_RATE
+    from engine.source import CHUNK_SECONDS
+    from engine.transcribe import LongFormDecoder
+
+    options = TranscribeOptions()
+    decoder = LongFormDecoder(str(long_wav), cpu_transcriber.tokenizer(options), options,
+                              cpu_transcriber.model.n_mels)
+    try:
+        window = decoder.next_window()
+        assert window is not None
+        assert decoder.audio.end == int(CHUNK_SECONDS * SAMPLE_RATE), "read past the first chunk"
+    finally:
+        decoder.audio.close()
