@@ -1,6 +1,6 @@
-"""Continuous batching across files: every step encodes and decodes the current window of each
-file in flight together; a finished file frees its slot at once. Sequential decoding is this
-with a batch of one, not a second copy of the loop.
+"""Continuous batching across files: each model call encodes and decodes the current windows of
+several files in flight together; a finished file frees its slot at once. Sequential decoding is
+this with a batch of one, not a second copy of the loop. engine.window_server schedules the calls.
 """
 
 from __future__ import annotations
