@@ -36,7 +36,7 @@ class Transcriber:
         kwargs = {"compute": compute, "threads": threads}
         if compute_type:
             kwargs["compute_type"] = compute_type
-        if replicas != 1:  # model copies that decode parts of a batch at once (ctranslate2 only)
+        if replicas != 1:  # model copies whose calls run at once, one server each (ctranslate2 only)
             kwargs["replicas"] = replicas
         self.backend = create_backend(backend, self.model, **kwargs)
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}

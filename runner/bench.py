@@ -483,7 +483,7 @@ def format_bench(data: dict, per_file: bool = False) -> str:
         lines.append(f"{label:<24} {e['audio_minutes']:9.2f} {e['wall_seconds']:8.2f} {xrt:>11} {ratio:>7} "
                      f"{_pct(e['wer']):>8} {_sdi(e):>12}")
         if e["failed"]:
-            lines.append(f"  failed: " + "; ".join(f"{k}: {v}" for k, v in e["failed"].items()))
+            lines.append("  failed: " + "; ".join(f"{k}: {v}" for k, v in e["failed"].items()))
         if e["unstable_files"]:
             lines.append(f"  text changed between repeats: {', '.join(e['unstable_files'])}")
     if any(e["ratio_vs_peer"] is not None for e in data["engines"].values()):

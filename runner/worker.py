@@ -91,7 +91,8 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     """Load the model, then work the queue until stopped (or until it is empty with burst).
 
     With batch > 1, 2 x `batch` job threads share the model through a window server, which decodes
-    up to `batch` of their windows together; with 1, jobs run one after another in this thread.
+    up to `batch` of their windows together (split into one call per model replica, run at once);
+    with 1, jobs run one after another in this thread.
     """
     spec = resolve_model(model, settings.models_dir)
     problems = verify_model(spec)  # a model with a manifest must still match it

@@ -75,7 +75,7 @@ class CTranslate2Backend:
         self.compute = "gpu" if device == "cuda" else "cpu"
         self.compute_type = compute_type or _DEFAULT_TYPES[device]
         self._ct2 = ctranslate2
-        # `replicas` calls can run at once (engine.batching splits a step among them); on CPU the
+        # `replicas` calls can run at once (engine.window_server runs one server per replica); on CPU the
         # threads are shared out: 2 x 1 thread beat 1 x 2 threads by 1.14x on 2 cores at batch 8.
         self.replicas = max(1, int(replicas))
         if self.replicas > 1 and threads and device == "cpu":
