@@ -45,6 +45,14 @@ class ScriptoriumWorker(SimpleWorker):
         jobs.STOP.set()
         return super().request_stop(signum, frame)
 
+    def unsubscribe(self):
+        """Stop listening for rq commands without rq's join(timeout=1): its listener blocks in a
+        60 s read and often misses the unsubscribe, so a worker's exit (a `run`'s last second)
+        waited 1 s for it. The listener is a daemon thread; the process ends after this."""
+        if self.pubsub_thread:
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.stop()
+
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
     """Linux: get `sig` when the parent dies, so a killed `run` leaves no stray worker."""
