@@ -2,10 +2,11 @@
 
 CTranslate2 decodes a batch only when every prompt has <|startoftranscript|> at the same place,
 so windows whose previous text has another length need a call of their own, and a call of
-one window costs about half a call of eight. Keeping more files in flight than the batch holds
-and decoding the largest same-length group each step fills the calls; a window passed over
-`max_age` times goes next, so none waits for ever. Which windows share a call never changes
-what any of them decodes to.
+one window costs about half a call of eight. More files are kept in flight than a call holds, so
+calls can be filled from one length. The window server passes each file's audio left: the group
+of the file with the most left goes first (its critical path); without it, the largest group.
+A window passed over `max_age` times goes next, so none waits for ever. Which windows share a
+call never changes what any of them decodes to.
 """
 
 from __future__ import annotations
