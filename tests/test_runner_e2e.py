@@ -215,9 +215,10 @@ def test_run_end_to_end(tmp_path, mixed_folder, manifest_by_file):
     for p in bad:
         assert not list(outputs.glob(f"{p.stem}.*")), f"outputs written for bad file {p.name}"
 
-    # Search: a phrase tiny.en gets right in LDC93S1 ("She had your dark suit in greasy wash water all year").
-    assert "greasy wash water" in manifest_by_file["LDC93S1.wav"]["reference"]
-    found = cli("search", "--json", "greasy wash water", "--data", str(data))
+    # Search: a phrase tiny.en gets right in LDC93S1 ("She had your dark suit in greasy wash water all year";
+    # "water" is heard as "for" on AVX2 CPUs, whose int8 kernels round differently from AVX-512 ones).
+    assert "greasy wash" in manifest_by_file["LDC93S1.wav"]["reference"]
+    found = cli("search", "--json", "greasy wash", "--data", str(data))
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)
     assert hits, "no hit for a phrase of LDC93S1.wav"

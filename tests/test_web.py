@@ -32,7 +32,8 @@ from tests.test_runner_e2e import redis_db_url  # noqa: F401 - an empty local Re
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "web"
-PHRASE = "greasy wash water"  # LDC93S1: "She had your dark suit in greasy wash water all year."
+PHRASE = "greasy wash"  # LDC93S1: "She had your dark suit in greasy wash water all year." ("water" is
+# heard as "for" on AVX2 CPUs: their int8 kernels round differently from AVX-512 ones)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--autoplay-policy=no-user-gesture-required"]
@@ -231,10 +232,10 @@ def test_search_then_click_a_hit_plays_from_that_moment(server, archive, page, t
     page.wait_for_url("**/search?*")
     page.locator(".hit a").first.wait_for()
     assert sorted(page.locator(".file-hits h2").all_inner_texts()) == ["LDC93S1.wav", "panel.flac"]
-    assert page.locator(".hit mark").count() == 6  # each word of the phrase, in each file
+    assert page.locator(".hit mark").count() == 4  # each word of the phrase, in each file
     panel = page.locator(".file-hits", has=page.locator("h2", has_text="panel.flac"))
     hit = panel.locator(".hit a").first
-    assert "greasy wash water" in hit.inner_text().lower()
+    assert PHRASE in hit.inner_text().lower()
     start = float(hit.get_attribute("data-start"))
     assert start > 3, "the phrase is said a few seconds into panel.flac"
     shot(page, tmp_path, "search")
@@ -370,7 +371,7 @@ def test_downloads_are_generated_from_the_catalog(server, archive):
         assert status == 200, fmt
         assert headers["content-disposition"] == f"attachment; filename*=utf-8''LDC93S1.{fmt}"
         bodies[fmt] = body.decode()
-    assert "greasy wash water" in bodies["txt"].lower()
+    assert PHRASE in bodies["txt"].lower()
     assert bodies["vtt"].startswith("WEBVTT") and " --> " in bodies["vtt"]
     assert bodies["srt"].startswith("1\n") and " --> " in bodies["srt"]
     doc = json.loads(bodies["json"])
