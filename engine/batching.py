@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from engine.backends.base import Backend
-from engine.decoding import decode_windows
+from engine.decoding import decode_rounds
 from engine.options import TranscribeOptions
 from engine.scheduling import LOOKAHEAD
 from engine.results import Segment
@@ -118,33 +118,35 @@ class BatchTranscriber:
                             slot.language_probability, dict(slot.timings))
         return window
 
-    def step(self, ready: list[tuple[_Slot, Window]]) -> Iterator[WindowDone]:
-        """Encode, decode, split and align one window per file, all in one call each, then advance
-        every file. Calls on several replicas may run at once, for different files."""
-        decoded, splits, words, seconds = self._model_work(ready)
-        share = 1.0 / len(ready)
-        for i, ((slot, window), result) in enumerate(zip(ready, decoded)):
-            for name, value in seconds.items():
-                slot.timings[name] += value * share
-            raw, next_seek = splits[i]
-            segments = slot.decoder.accept(window, result, raw, next_seek, words[i])
-            yield WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
-                             slot.decoder.seek, tuple(segments), slot.decoder.audio.duration)
-
-    def _model_work(self, ready: list[tuple[_Slot, Window]]):
-        """The model's part of a step for these windows: (decoded, splits, words, stage seconds)."""
-        windows = [w for _, w in ready]
+    def step(self, ready: list[tuple[_Slot, Window]]) -> Iterator[tuple[int, WindowDone]]:
+        """Encode and decode one window per file, all in one call each, then split, align and advance
+        each file; yields (index into `ready`, its WindowDone). The windows that need no temperature
+        fallback come first, as soon as their first decode is judged; the others follow. Calls on
+        several replicas may run at once, for different files."""
         clock = time.perf_counter()
-        encoded = self.backend.encode(np.stack([w.features for w in windows]))
+        encoded = self.backend.encode(np.stack([w.features for _, w in ready]))
         self._detect_languages(ready, encoded)
-        encode_s, clock = time.perf_counter() - clock, time.perf_counter()
-        decoded = decode_windows(self.backend, encoded, [w.prompt for w in windows], self.options,
-                                 self.tokenizer)
-        generate_s, clock = time.perf_counter() - clock, time.perf_counter()
-        splits = [slot.decoder.split(w, d) for (slot, w), d in zip(ready, decoded)]
-        words = self._align(encoded, ready, splits) if self.options.word_timestamps else [None] * len(ready)
-        seconds = {"encode": encode_s, "generate": generate_s, "align": time.perf_counter() - clock}
-        return decoded, splits, words, seconds
+        self._charge(ready, "encode", time.perf_counter() - clock)
+        clock = time.perf_counter()
+        rounds = decode_rounds(self.backend, encoded, [w.prompt for _, w in ready], self.options, self.tokenizer)
+        for settled, decoded, tried in rounds:
+            self._charge([ready[i] for i in tried], "generate", time.perf_counter() - clock)
+            clock = time.perf_counter()
+            done = [ready[i] for i in settled]
+            splits = [slot.decoder.split(w, d) for (slot, w), d in zip(done, decoded)]
+            words = self._align(encoded, settled, done, splits) if self.options.word_timestamps else [None] * len(done)
+            self._charge(done, "align", time.perf_counter() - clock)
+            for i, (slot, window), result, (raw, next_seek), found in zip(settled, done, decoded, splits, words):
+                segments = slot.decoder.accept(window, result, raw, next_seek, found)
+                yield i, WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
+                                    slot.decoder.seek, tuple(segments), slot.decoder.audio.duration)
+            clock = time.perf_counter()
+
+    @staticmethod
+    def _charge(ready: list[tuple[_Slot, Window]], stage: str, seconds: float) -> None:
+        """A stage's seconds, shared equally among the windows of the call that went through it."""
+        for slot, _ in ready:
+            slot.timings[stage] += seconds / len(ready)
 
     def _detect_languages(self, ready: list[tuple[_Slot, Window]], encoded: np.ndarray) -> None:
         """On a file's first window, a multilingual model picks its language; the prompt follows."""
@@ -157,8 +159,8 @@ class BatchTranscriber:
             slot.decoder.set_language(slot.language)
             window.prompt = slot.decoder.prompt()
 
-    def _align(self, encoded: np.ndarray, ready: list[tuple[_Slot, Window]], splits) -> list:
-        """Word times for every window that kept text.
+    def _align(self, encoded: np.ndarray, rows: list[int], ready: list[tuple[_Slot, Window]], splits) -> list:
+        """Word times for every window that kept text (`rows`: the windows' rows in `encoded`).
 
         One call per window: CTranslate2's batched alignment shifts times by a frame, which
         would move the next seek and make batched results differ from sequential ones.
@@ -169,8 +171,8 @@ class BatchTranscriber:
                 continue
             tokenizer = ready[i][0].decoder.tokenizer
             text = [t for r in raw for t in r.text_tokens]
-            (alignment,) = self.backend.align(encoded[i:i + 1], list(tokenizer.sot_sequence), [text],
+            row = rows[i]
+            (alignment,) = self.backend.align(encoded[row:row + 1], list(tokenizer.sot_sequence), [text],
                                               [ready[i][1].num_frames])
             words[i] = words_from_alignment(tokenizer, text, alignment)
         return words
-

