@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
+import threading
+import time
+import uuid
+from typing import Iterator
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
@@ -145,3 +150,47 @@ def claim_queue(connection: redis.Redis, queue_name: str, identity: str, shown: 
             f"({owner.get('id')}), not to {shown} ({identity}): workers of different catalogs must not share a "
             f"queue. Give this catalog its own Redis database, or, if that catalog is gone for good, delete the "
             f"key '{key}' (redis-cli DEL {key}).")
+
+
+HOLD_TTL_S = 60  # a held queue whose `run` died unseen frees itself within a minute
+
+
+def hold_key(queue_name: str) -> str:
+    """The Redis set of the runs still filling a queue (each adds a token while it scans)."""
+    return f"scriptorium:{queue_name}:hold"
+
+
+def is_held(connection: redis.Redis, queue_name: str) -> bool:
+    return bool(connection.exists(hold_key(queue_name)))
+
+
+@contextlib.contextmanager
+def held(connection: redis.Redis, queue_name: str) -> Iterator[None]:
+    """Hold the queue while this block fills it: burst workers started early (`run` starts its
+    pool before it scans, so model loading overlaps the scan) wait for the jobs instead of
+    finding an empty queue and exiting. The hold is refreshed until the block ends."""
+    key, token = hold_key(queue_name), uuid.uuid4().hex
+    done = threading.Event()
+
+    def refresh() -> None:
+        while not done.wait(HOLD_TTL_S / 3):
+            try:
+                connection.pexpire(key, int(HOLD_TTL_S * 1000))
+            except redis.RedisError:
+                pass  # the workers see the queue gone anyway
+
+    connection.pipeline().sadd(key, token).pexpire(key, int(HOLD_TTL_S * 1000)).execute()
+    threading.Thread(target=refresh, name="queue-hold", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+        connection.srem(key, token)
+
+
+def wait_while_held(connection: redis.Redis, queue_name: str, poll: float = 0.05) -> float:
+    """Block a burst worker until no run is filling the queue; returns the seconds waited."""
+    started = time.monotonic()
+    while is_held(connection, queue_name):
+        time.sleep(poll)
+    return time.monotonic() - started

@@ -19,7 +19,7 @@ from runner import catalog as m
 from runner.config import Settings
 from runner.db import Catalog
 from runner.embedded_redis import ensure_redis
-from runner.queue import claim_queue, connect, enqueue, job_queue
+from runner.queue import claim_queue, connect, enqueue, held, job_queue
 from runner.reconcile import requeue_orphans
 from runner.scanner import Scanner
 from runner.status import Status
@@ -91,27 +91,42 @@ def run(settings: Settings, paths: list[Path], workers: int | None = None, threa
 def _run(settings, catalog, paths, plan: PoolPlan, model, options) -> int:
     started, tty = time.monotonic(), sys.stderr.isatty()
     spec = resolve_model(model, settings.models_dir)
-    summary = Scanner(catalog, spec.sha256).scan(paths, progress=tty)
-    print(f"scan: {summary.line()}", file=sys.stderr)
     queue = job_queue(connect(settings.redis_url), settings.queue_name)
     claim_queue(queue.connection, settings.queue_name, catalog.identity(),
                 catalog.url.render_as_string(hide_password=True))
-    # longest first: the long files start together and the short ones fill the batch around them
-    for media_id, duration in sorted(summary.to_queue, key=lambda item: -(item[1] or 0)):
-        enqueue(queue, media_id, options.to_dict(), model, duration)
-    requeue_orphans(catalog, queue, options.to_dict(), model)
+    # the pool starts first and loads the model while the folder is scanned; the hold keeps the
+    # burst workers waiting until the jobs are queued
+    with held(queue.connection, settings.queue_name):
+        pool = start_pool(settings, plan, model)
+        try:
+            summary = Scanner(catalog, spec.sha256).scan(paths, progress=tty)
+            print(f"scan: {summary.line()}", file=sys.stderr)
+            # longest first: the long files start together and the short ones fill the batch around them
+            for media_id, duration in sorted(summary.to_queue, key=lambda item: -(item[1] or 0)):
+                enqueue(queue, media_id, options.to_dict(), model, duration)
+            requeue_orphans(catalog, queue, options.to_dict(), model)
+        except BaseException:
+            _stop(pool)
+            raise
     ids = [i for i, _ in summary.to_queue]
-    pool = start_pool(settings, plan, model) if len(queue) or ids else []
+    if not (len(queue) or ids):
+        _stop(pool)  # nothing to do: the workers need not finish loading the model
     try:
         _watch(catalog, ids, pool, tty)
     except KeyboardInterrupt:
-        for proc in pool:
-            proc.send_signal(signal.SIGTERM)
-        for proc in pool:
-            proc.wait()
+        _stop(pool)
         print("interrupted: run again to finish (nothing done is lost)", file=sys.stderr)
         return 130
     return _summarize(catalog, ids, time.monotonic() - started)
+
+
+def _stop(pool: list[subprocess.Popen]) -> None:
+    """SIGTERM every worker (each ends between windows; nothing committed is lost) and reap it."""
+    for proc in pool:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in pool:
+        proc.wait()
 
 
 def _watch(catalog: Catalog, ids: list[int], pool: list[subprocess.Popen], tty: bool) -> None:

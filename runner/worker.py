@@ -27,7 +27,7 @@ from runner import jobs
 from runner.config import Settings
 from runner.db import Catalog
 from runner.errors import RunnerError
-from runner.queue import claim_queue, connect, job_queue
+from runner.queue import claim_queue, connect, job_queue, wait_while_held
 from runner.reconcile import requeue_orphans
 
 log = logging.getLogger(__name__)
@@ -122,12 +122,14 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     server = transcriber.window_server(TranscribeOptions(), batch) if batch > 1 else None
     jobs.set_context(jobs.WorkerContext(settings, catalog, transcriber, name, server))
     queue = job_queue(connection, settings.queue_name)
-    requeue_orphans(catalog, queue, TranscribeOptions().to_dict(), model)
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(catalog, names, transcriber.backend.compute, stop),
                      daemon=True).start()
     level = logging.getLevelName(logging.getLogger().level)
     try:
+        if burst:  # a `run` that started this worker before its scan: wait for its jobs
+            wait_while_held(connection, settings.queue_name)
+        requeue_orphans(catalog, queue, TranscribeOptions().to_dict(), model)
         if server is None:
             _worker(ScriptoriumWorker, queue, name).work(burst=burst, logging_level=level)
         else:
