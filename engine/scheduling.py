@@ -12,9 +12,13 @@ call never changes what any of them decodes to.
 from __future__ import annotations
 
 LOOKAHEAD = 2  # files in flight per batch slot when batching
+# Calls a window may be passed over before it goes next. At 2, a backlog of first windows made the
+# order first-in first-out and the long files waited behind it; at 8 the long files go on and calls
+# fill better (40 files, 2 AMD AVX2 cores, engine timeline: median 91.4 s against 94.5-100.7 s).
+MAX_AGE = 8
 
 
-def choose(lengths: list[int], ages: list[int], batch_size: int, max_age: int = 2,
+def choose(lengths: list[int], ages: list[int], batch_size: int, max_age: int = MAX_AGE,
            remaining: list[float] | None = None) -> list[int]:
     """Indices (into the waiting list, oldest first) of the windows to decode in this call.
 

@@ -1,6 +1,6 @@
 """engine.scheduling.choose: full calls of one prompt length, and no window left waiting for ever."""
 
-from engine.scheduling import choose
+from engine.scheduling import MAX_AGE, choose
 
 
 def test_picks_the_largest_group_of_one_prompt_length():
@@ -16,22 +16,22 @@ def test_ties_go_to_the_group_that_waited_longest():
     assert choose([66, 1, 66, 1], [0] * 4, batch_size=8) == [0, 2]
 
 
-def test_a_window_passed_over_twice_goes_next():
-    lengths, ages = [225, 1, 1, 1], [2, 0, 0, 0]
+def test_a_window_passed_over_max_age_times_goes_next():
+    lengths, ages = [225, 1, 1, 1], [MAX_AGE, 0, 0, 0]
     assert choose(lengths, ages, batch_size=8) == [0]
 
 
 def test_every_window_is_served_within_a_few_steps():
     """Simulate a stream: each step, new short-prompt windows arrive; the lone long one still goes."""
     waiting = [(225, 0)] + [(1, 0)] * 3
-    for step in range(4):
+    for step in range(MAX_AGE + 2):
         picked = set(choose([n for n, _ in waiting], [a for _, a in waiting], batch_size=2))
         if any(waiting[i][0] == 225 for i in picked):
             break
         waiting = [(n, a + 1) for i, (n, a) in enumerate(waiting) if i not in picked] + [(1, 0)] * 2
     else:
         raise AssertionError("the long-prompt window was never decoded")
-    assert step <= 2
+    assert step == MAX_AGE
 
 
 def test_nothing_waiting():
@@ -45,8 +45,9 @@ def test_the_file_with_most_audio_left_goes_first_with_its_prompt_length():
 
 
 def test_age_still_beats_urgency():
-    lengths, ages, remaining = [1, 225], [2, 0], [5.0, 900.0]
-    assert choose(lengths, ages, batch_size=4, remaining=remaining) == [0]
+    lengths, remaining = [1, 225], [5.0, 900.0]
+    assert choose(lengths, [MAX_AGE - 1, 0], batch_size=4, remaining=remaining) == [1]
+    assert choose(lengths, [MAX_AGE, 0], batch_size=4, remaining=remaining) == [0]
 
 
 def test_previous_text_is_cut_to_few_lengths():
