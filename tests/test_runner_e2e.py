@@ -216,7 +216,7 @@ def test_run_end_to_end(tmp_path, mixed_folder, manifest_by_file):
         assert not list(outputs.glob(f"{p.stem}.*")), f"outputs written for bad file {p.name}"
 
     # Search: a phrase tiny.en gets right in LDC93S1 ("She had your dark suit in greasy wash water all year";
-    # "water" is heard as "for" on AVX2 CPUs, whose int8 kernels round differently from AVX-512 ones).
+    # "water" is heard as "for" on an AMD AVX2 CPU, whose int8 kernels (oneDNN) round unlike MKL's).
     assert "greasy wash" in manifest_by_file["LDC93S1.wav"]["reference"]
     found = cli("search", "--json", "greasy wash", "--data", str(data))
     assert found.returncode == 0, found.stderr

@@ -353,7 +353,7 @@ def test_resume_after_window_1_equals_uninterrupted(cpu_transcriber, gb0_events,
 @pytest.mark.parametrize("container", ["mp4", "mkv"])
 def test_video_container_matches_its_audio(cpu_transcriber, media_factory, clips, container):
     """jfk.flac muxed with a test-pattern video (mp4: AAC audio, mkv: the FLAC itself). AAC is lossy,
-    so the mp4's words must match, not its punctuation (on AVX2 CPUs it loses a comma)."""
+    so the mp4's words must match, not its punctuation (on an AMD AVX2 CPU it loses a comma)."""
     from engine.evaluation import normalize
 
     t = cpu_transcriber.transcribe(media_factory.get(container))

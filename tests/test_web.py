@@ -33,7 +33,7 @@ from tests.test_runner_e2e import redis_db_url  # noqa: F401 - an empty local Re
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "web"
 PHRASE = "greasy wash"  # LDC93S1: "She had your dark suit in greasy wash water all year." ("water" is
-# heard as "for" on AVX2 CPUs: their int8 kernels round differently from AVX-512 ones)
+# heard as "for" on an AMD AVX2 CPU, whose int8 kernels (oneDNN) round unlike the MKL ones of others)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--autoplay-policy=no-user-gesture-required"]
