@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, Iterator
 
 import ffmpeg
@@ -321,8 +322,6 @@ def join_to_wav(sources: list[str | os.PathLike], out: str | os.PathLike, pad_se
 
     Used to build long-form test and benchmark files from short recordings.
     """
-    from pathlib import Path
-
     pad = f",apad=pad_dur={pad_seconds}" if pad_seconds > 0 else ""
     inputs = [arg for src in sources for arg in ("-i", _input_url(src))]
     chains = "".join(f"[{i}:a]aresample={SAMPLE_RATE},aformat=sample_fmts=s16:channel_layouts=mono{pad}[a{i}];"

@@ -183,7 +183,7 @@ def scan(paths, data, db, redis_url, model, no_queue):
         scriptorium scan /mnt/archive --redis redis://queue-host:6379/0 --db postgresql://...
     """
     from engine.models import resolve_model
-    from runner.queue import connect, enqueue, job_queue
+    from runner.queue import enqueue
     from runner.scanner import Scanner
 
     settings = _settings(data, db, redis_url)
@@ -365,7 +365,7 @@ def retry(data, db, redis_url):
         scriptorium retry
     """
     from runner.export import failed_to_queued
-    from runner.queue import connect, enqueue, job_queue
+    from runner.queue import enqueue
 
     settings = _settings(data, db, redis_url)
     catalog = _catalog(settings)
