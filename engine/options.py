@@ -23,6 +23,7 @@ class DecodeOptions:
     suppress_tokens: tuple[int, ...] = (-1,)
     without_timestamps: bool = False
     max_initial_timestamp: float = 1.0
+    max_new_tokens: int | None = None  # a trial run: stop every hypothesis after this many tokens
 
     def __post_init__(self):
         if self.beam_size < 1:

@@ -17,6 +17,7 @@ class Generation:
     tokens: tuple[int, ...]
     sum_logprob: float
     no_speech_prob: float
+    cut: bool = False  # a hypothesis reached options.max_new_tokens without ending (backends that honour it)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class Backend(Protocol):
 
     name: str
     compute: str
+    # True when generate honours DecodeOptions.max_new_tokens and sets Generation.cut (engine.decoding's
+    # trial runs of sampled attempts); a backend without it always decodes to the full length.
+    cuts_short: bool
 
     def encode(self, features: np.ndarray) -> np.ndarray: ...
 

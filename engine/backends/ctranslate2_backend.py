@@ -62,6 +62,7 @@ class CTranslate2Backend:
     """Whisper on CTranslate2; `compute` is cpu, gpu or auto."""
 
     name = "ctranslate2"
+    cuts_short = True
 
     def __init__(self, model: ModelSpec, compute: str = "auto", compute_type: str | None = None,
                  threads: int = 0, device_index: int = 0, replicas: int = 1):
@@ -99,6 +100,10 @@ class CTranslate2Backend:
                  options: DecodeOptions) -> list[Generation]:
         """Beam search at temperature 0, best-of-N sampling above."""
         sampling = options.temperature > 0
+        limit = options.max_new_tokens
+        # CTranslate2 stops after min(max_length - prompt + 1, max_length // 2) tokens (prompts in a call
+        # have one length): this max_length makes that exactly `limit`
+        max_length = options.max_length if limit is None else max(2 * limit, len(prompts[0]) + limit - 1)
         results = self.model.generate(
             self._view(encoded), prompts,
             beam_size=1 if sampling else options.beam_size,
@@ -108,17 +113,19 @@ class CTranslate2Backend:
             patience=options.patience, length_penalty=options.length_penalty,
             repetition_penalty=options.repetition_penalty,
             no_repeat_ngram_size=options.no_repeat_ngram_size,
-            max_length=options.max_length, return_scores=True, return_no_speech_prob=True,
+            max_length=max_length, return_scores=True, return_no_speech_prob=True,
             suppress_blank=options.suppress_blank, suppress_tokens=list(options.suppress_tokens),
             max_initial_timestamp_index=int(round(options.max_initial_timestamp / TIME_PRECISION)))
-        return [self._generation(r, options.length_penalty) for r in results]
+        return [self._generation(r, options.length_penalty, limit) for r in results]
 
     @staticmethod
-    def _generation(result, length_penalty: float) -> Generation:
+    def _generation(result, length_penalty: float, limit: int | None = None) -> Generation:
         tokens = tuple(result.sequences_ids[0])
         # CTranslate2 returns the score normalized by length**penalty: undo that for the sum.
         sum_logprob = result.scores[0] * (max(len(tokens), 1) ** length_penalty)
-        return Generation(tokens, float(sum_logprob), float(result.no_speech_prob))
+        # without <|endoftext|> in the ids, a hypothesis that ended on the limit's last token counts as cut
+        cut = limit is not None and any(len(seq) >= limit - 1 for seq in result.sequences_ids)
+        return Generation(tokens, float(sum_logprob), float(result.no_speech_prob), cut)
 
     def detect_language(self, encoded: np.ndarray) -> list[list[tuple[str, float]]]:
         results = self.model.detect_language(self._view(encoded))

@@ -107,6 +107,7 @@ class CoreMLBackend:
     """Whisper on WhisperKit's Core ML models (or their numpy reference); see the module docstring."""
 
     name = "coreml"
+    cuts_short = False  # DecodeOptions.max_new_tokens is not honoured: sampled attempts run to full length
 
     def __init__(self, model: ModelSpec, compute: str = "auto", threads: int = 0, compute_type: str | None = None,
                  predictors: StagePredictors | None = None, compute_units: dict[str, str] | None = None,
