@@ -13,6 +13,8 @@ reply = n u32, then n float32 probabilities (or n = 0xFFFFFFFF and a UTF-8 error
 from __future__ import annotations
 
 import atexit
+import heapq
+import itertools
 import os
 import struct
 import subprocess
@@ -45,28 +47,59 @@ def _read_exact(stream, n: int) -> bytes:
     return data
 
 
+class _TurnLock:
+    """A lock handed to the waiter with the lowest rank, the earliest first among equals.
+
+    Ranked by (the chunk's place in its file, the file's place in the opening order): when many
+    files open at once, every file's first chunk, which its first window waits for, goes before any
+    file's read-ahead, and the files opened first (a batching worker takes the longest first) go first.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._queue: list[tuple[tuple[int, int], int]] = []
+        self._held = False
+        self._tickets = itertools.count()
+
+    def acquire(self, rank: tuple[int, int]) -> None:
+        with self._cond:
+            entry = (rank, next(self._tickets))
+            heapq.heappush(self._queue, entry)
+            while self._held or self._queue[0] != entry:
+                self._cond.wait()
+            heapq.heappop(self._queue)
+            self._held = True
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+
 class _Worker:
     """One helper process and the lock that keeps its request/reply pairs in order."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        self.lock = _TurnLock()
         self.streams = 0
         self.proc = subprocess.Popen([sys.executable, "-m", "engine.vad_pool"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
-    def call(self, stream_id: int, op: int, samples: np.ndarray | None = None) -> np.ndarray:
+    def call(self, stream_id: int, op: int, samples: np.ndarray | None = None, chunk: int = 0) -> np.ndarray:
         data = b"" if samples is None else np.ascontiguousarray(samples, dtype="<f4").tobytes()
-        with self.lock:
-            try:
-                self.proc.stdin.write(_REQUEST.pack(stream_id, op, len(data) // 4) + data)
-                self.proc.stdin.flush()
-                (n,) = _COUNT.unpack(_read_exact(self.proc.stdout, 4))
-                if n == _ERROR:
-                    (length,) = _COUNT.unpack(_read_exact(self.proc.stdout, 4))
-                    raise VadWorkerError(_read_exact(self.proc.stdout, length).decode("utf-8", "replace"))
-                return np.frombuffer(_read_exact(self.proc.stdout, 4 * n), dtype="<f4").astype(np.float32)
-            except (BrokenPipeError, EOFError, OSError, ValueError) as exc:
-                raise VadWorkerError(f"voice activity helper process exited (code {self.proc.poll()})") from exc
+        self.lock.acquire((chunk, stream_id))
+        try:
+            self.proc.stdin.write(_REQUEST.pack(stream_id, op, len(data) // 4) + data)
+            self.proc.stdin.flush()
+            (n,) = _COUNT.unpack(_read_exact(self.proc.stdout, 4))
+            if n == _ERROR:
+                (length,) = _COUNT.unpack(_read_exact(self.proc.stdout, 4))
+                raise VadWorkerError(_read_exact(self.proc.stdout, length).decode("utf-8", "replace"))
+            return np.frombuffer(_read_exact(self.proc.stdout, 4 * n), dtype="<f4").astype(np.float32)
+        except (BrokenPipeError, EOFError, OSError, ValueError) as exc:
+            raise VadWorkerError(f"voice activity helper process exited (code {self.proc.poll()})") from exc
+        finally:
+            self.lock.release()
 
     def close(self) -> None:
         try:
@@ -115,9 +148,11 @@ class RemoteFrames:
     def __init__(self, pool: VadPool, worker: _Worker, stream_id: int):
         self._pool, self._worker, self._id = pool, worker, stream_id
         self._open = True
+        self._chunks = 0  # chunks processed: a file's first waits for no other file's later ones
 
     def process(self, audio: np.ndarray) -> np.ndarray:
-        return self._worker.call(self._id, OP_PROCESS, audio)
+        self._chunks += 1
+        return self._worker.call(self._id, OP_PROCESS, audio, chunk=self._chunks - 1)
 
     def finish(self) -> np.ndarray:
         tail = self._worker.call(self._id, OP_FINISH)
