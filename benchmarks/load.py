@@ -62,7 +62,8 @@ def make_archive(root: Path, n: int, per_dir: int = 500) -> None:
 
 def scan_one(n: int) -> dict:
     """Generate, scan and enqueue n files in a temp folder; the numbers as a dict."""
-    from runner.db import Catalog, sqlite_url_for
+    from runner.config import sqlite_url_for
+    from runner.db import Catalog
     from runner.embedded_redis import EmbeddedRedis
     from runner.queue import connect, enqueue, job_queue
     from runner.scanner import Scanner
@@ -156,7 +157,8 @@ def fill_catalog(url: str, n_segments: int, words: list[str]) -> tuple[int, int]
 
 
 def search_one(n: int) -> dict:
-    from runner.db import Catalog, sqlite_url_for
+    from runner.config import sqlite_url_for
+    from runner.db import Catalog
     from runner.report import build_report
     from runner.search import search
 

@@ -48,6 +48,12 @@ def _acquire():
     return SileroVAD(SAMPLE_RATE)
 
 
+def preload() -> None:
+    """Load one Silero model into the idle list now (~100 ms), so that the first file need not."""
+    if not _idle:
+        _idle.append(_acquire())
+
+
 def _remote_frames():
     """A stream in the shared helper-process pool, or None to run Silero in this process."""
     from engine.vad_pool import shared_pool

@@ -131,6 +131,14 @@ class VadPool:
             self._next_id = (self._next_id + 1) & 0x7FFFFFFF
             return RemoteFrames(self, worker, self._next_id)
 
+    def start(self) -> None:
+        """Start every helper now (each imports and loads Silero, ~0.5 s), e.g. while the model loads,
+        rather than when the first file opens."""
+        with self._lock:
+            self._workers = [w for w in self._workers if w.proc.poll() is None]
+            while len(self._workers) < self.size:
+                self._workers.append(_Worker())
+
     def _done(self, worker: _Worker) -> None:
         with self._lock:
             worker.streams -= 1
@@ -193,8 +201,9 @@ def shared_pool() -> VadPool | None:
 
 def serve(stdin=None, stdout=None) -> None:
     """The helper's loop: one SpeechDetector per stream id, until stdin closes."""
-    from engine.vad import SpeechDetector
+    from engine.vad import SpeechDetector, preload
 
+    preload()  # before the first request: a helper started early has its model ready
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
     detectors: dict[int, SpeechDetector] = {}

@@ -261,7 +261,7 @@ def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, burst):
     import os
     import subprocess
 
-    from runner.worker import set_parent_death_signal
+    from runner.pool import set_parent_death_signal
 
     settings = _settings(data, db, redis_url)
     settings, embedded = _redis_or_embedded(settings)

@@ -6,7 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.db import sqlite_url_for
+
+def sqlite_url_for(data_dir: str | Path) -> str:
+    """The SQLite URL of the catalog kept in a data folder: sqlite:///DATA/catalog.db."""
+    return f"sqlite:///{Path(data_dir).expanduser().resolve() / 'catalog.db'}"
 
 
 def map_path(path: str, path_map: tuple[tuple[str, str], ...]) -> str:

@@ -34,11 +34,6 @@ SQLITE_PRAGMAS = ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "
 PG_MIGRATION_LOCK = 0x5C121B7  # advisory lock key: one process migrates at a time
 
 
-def sqlite_url_for(data_dir: str | Path) -> str:
-    """The SQLite URL of the catalog kept in a data folder: sqlite:///DATA/catalog.db."""
-    return f"sqlite:///{Path(data_dir).expanduser().resolve() / 'catalog.db'}"
-
-
 def _sqlite_on_connect(dbapi_conn, _record) -> None:
     """Set WAL, a 30 s busy timeout and foreign keys; take over BEGIN from the driver."""
     dbapi_conn.isolation_level = None  # the driver's implicit BEGIN would skip DDL and SELECTs

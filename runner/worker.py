@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ from engine.api import Transcriber
 from engine.backends import backend_for
 from engine.backends.ctranslate2_backend import default_replicas
 from engine.scheduling import LOOKAHEAD
+from engine.vad_pool import shared_pool
 from engine.errors import ModelError
 from engine.model_store import verify_model
 from engine.models import resolve_model
@@ -52,14 +52,6 @@ class ScriptoriumWorker(SimpleWorker):
         if self.pubsub_thread:
             self.pubsub.unsubscribe()
             self.pubsub_thread.stop()
-
-
-def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
-    """Linux: get `sig` when the parent dies, so a killed `run` leaves no stray worker."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def worker_name(compute: str) -> str:
@@ -102,6 +94,9 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     up to `batch` of their windows together (split into one call per model replica, run at once);
     with 1, jobs run one after another in this thread.
     """
+    vad = shared_pool()
+    if vad is not None:
+        vad.start()  # the voice activity helpers load while the model does, not when the first file opens
     spec = resolve_model(model, settings.models_dir)
     problems = verify_model(spec)  # a model with a manifest must still match it
     if problems:

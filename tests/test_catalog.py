@@ -16,7 +16,8 @@ import sqlalchemy as sa
 
 from engine.results import Segment, Word
 from runner import catalog as m
-from runner.db import PROMPT_TOKENS, Catalog, sqlite_url_for
+from runner.config import sqlite_url_for
+from runner.db import PROMPT_TOKENS, Catalog
 from runner.errors import CatalogError
 from runner.status import Status
 

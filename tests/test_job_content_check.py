@@ -16,7 +16,8 @@ from engine.options import TranscribeOptions
 from runner import catalog as m
 from runner import jobs
 from runner.config import Settings
-from runner.db import Catalog, sqlite_url_for
+from runner.config import sqlite_url_for
+from runner.db import Catalog
 from runner.scanner import Scanner, file_hash
 from runner.status import Status
 from tests.test_runner_e2e import settle

@@ -13,7 +13,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from runner.catalog import Base
-from runner.db import MIGRATIONS_DIR, Catalog, alembic_config, check, sqlite_url_for, upgrade
+from runner.config import sqlite_url_for
+from runner.db import MIGRATIONS_DIR, Catalog, alembic_config, check, upgrade
 from runner.errors import CatalogError
 from tests.test_catalog import empty_db_url, pg_dsn  # noqa: F401
 

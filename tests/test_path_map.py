@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from runner import catalog as m
 from runner.config import Settings, map_path
-from runner.db import Catalog, sqlite_url_for
+from runner.config import sqlite_url_for
+from runner.db import Catalog
 from runner.jobs import output_dir_for
 from runner.status import Status
 from tests.test_faults import claim_redis_db

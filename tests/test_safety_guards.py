@@ -14,7 +14,8 @@ from alembic import command
 
 from runner import catalog as m
 from runner.config import Settings
-from runner.db import Catalog, alembic_config, sqlite_url_for
+from runner.config import sqlite_url_for
+from runner.db import Catalog, alembic_config
 from runner.errors import RunnerError
 from runner.export import export_outputs
 from runner.jobs import output_dir_for, write_media_outputs

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from runner import catalog as m
-from runner.db import Catalog, sqlite_url_for
+from runner.config import sqlite_url_for
+from runner.db import Catalog
 from runner.scanner import Scanner, walk
 from runner.status import Status
 

@@ -85,7 +85,8 @@ def archive(tmp_path_factory, shared_audio_dir, cpu_transcriber, ffmpeg) -> Arch
     out of the scan root (a symlink, an absolute path elsewhere, a `..` path, no root at all)."""
     from engine.options import TranscribeOptions
     from runner.config import Settings
-    from runner.db import Catalog, sqlite_url_for
+    from runner.config import sqlite_url_for
+    from runner.db import Catalog
     from runner.jobs import WorkerContext, set_context, transcribe_media
     from runner.scanner import Scanner
 

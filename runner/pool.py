@@ -1,0 +1,63 @@
+"""Worker processes started by one command: how many of which kind, their command lines, start and stop.
+
+Light on imports on purpose: `run` starts the pool before it imports the catalog code, so the
+workers load the model while the run opens the catalog and scans.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+
+from runner.config import Settings
+
+DEFAULT_BATCH = 8  # fastest of 1/8/32 on 2 CPU cores (bench_engine.py) and on an H100/H200 (bench_gpu.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolPlan:
+    """How many worker processes of which kind, and threads for each."""
+
+    kinds: tuple[str, ...]
+    threads: int
+    batch: int = DEFAULT_BATCH
+
+
+def plan_pool(workers: int | None, threads: int | None, compute: str = "cpu", batch: int | None = None) -> PoolPlan:
+    """One process using every core, batching 8 files: CTranslate2 parallelises inside a call."""
+    cores = os.cpu_count() or 1
+    count = workers or 1
+    return PoolPlan((compute,) * count, threads or max(1, cores // count), batch or DEFAULT_BATCH)
+
+
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
+    """Linux: get `sig` when the parent dies, so a killed `run` leaves no stray worker."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_command(settings: Settings, compute: str, threads: int, model: str | None, batch: int = 1) -> list[str]:
+    cmd = [sys.executable, "-m", "runner.cli", "worker", "--burst", "--data", str(settings.data_dir),
+           "--db", settings.db_url, "--redis", settings.redis_url, "--compute", compute,
+           "--threads", str(threads), "--outputs", settings.outputs, "--batch", str(batch)]
+    return cmd + (["--model", model] if model else [])
+
+
+def start_pool(settings: Settings, plan: PoolPlan, model: str | None) -> list[subprocess.Popen]:
+    return [subprocess.Popen(worker_command(settings, kind, plan.threads, model, plan.batch), stdin=subprocess.DEVNULL,
+                             preexec_fn=set_parent_death_signal) for kind in plan.kinds]
+
+
+def stop_pool(pool: list[subprocess.Popen]) -> None:
+    """SIGTERM every worker (each ends between windows; nothing committed is lost) and reap it."""
+    for proc in pool:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in pool:
+        proc.wait()

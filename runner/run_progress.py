@@ -1,0 +1,61 @@
+"""What `run` shows while its workers go (one progress bar in audio minutes) and its summary line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from sqlalchemy import func, select
+from tqdm import tqdm
+
+from runner import catalog as m
+from runner.db import Catalog
+from runner.status import Status
+
+
+def _progress(catalog: Catalog, ids: list[int]) -> tuple[float, float]:
+    """(audio seconds done, audio seconds in total) over the files this run queued."""
+    if not ids:
+        return 0.0, 0.0
+    with catalog.read() as session:
+        rows = session.execute(select(m.MediaFile.id, m.MediaFile.duration, m.MediaFile.status)
+                               .where(m.MediaFile.id.in_(ids))).all()
+        partial = dict(session.execute(select(m.Transcript.media_id, func.max(m.Transcript.next_seek))
+                                       .where(m.Transcript.media_id.in_(ids), m.Transcript.status == Status.running)
+                                       .group_by(m.Transcript.media_id)).all())
+    total = sum(d or 0 for _, d, _ in rows)
+    done = sum((d or 0) if s in (Status.done, Status.failed) else min(d or 0, partial.get(i, 0) / 16000)
+               for i, d, s in rows)
+    return done, total
+
+
+def watch(catalog: Catalog, ids: list[int], pool: list[subprocess.Popen], tty: bool) -> None:
+    """One progress bar in audio minutes until every worker has emptied the queue and exited."""
+    done, total = _progress(catalog, ids)
+    bar = tqdm(total=round(total / 60, 2), unit="audio min", disable=not tty or not ids, dynamic_ncols=True)
+    last = 0.0
+    while any(p.poll() is None for p in pool):
+        time.sleep(0.2)  # notice the end quickly, but ask the catalog once a second
+        if time.monotonic() - last >= 1.0:
+            last = time.monotonic()
+            done, total = _progress(catalog, ids)
+            bar.n = round(done / 60, 2)
+            bar.refresh()
+    bar.close()
+
+
+def summarize(catalog: Catalog, ids: list[int], wall: float) -> int:
+    with catalog.read() as session:
+        rows = session.execute(select(m.MediaFile.path, m.MediaFile.status, m.MediaFile.error, m.MediaFile.duration)
+                               .where(m.MediaFile.id.in_(ids))).all() if ids else []
+    done = [r for r in rows if r.status == Status.done]
+    failed = [r for r in rows if r.status == Status.failed]
+    unfinished = [r for r in rows if r.status in (Status.queued, Status.running)]
+    audio = sum(r.duration or 0 for r in done)
+    speed = f", {audio / wall:.1f}x real time" if wall > 0 and audio else ""
+    print(f"done {len(done)}, failed {len(failed)}, unfinished {len(unfinished)}; "
+          f"{audio / 3600:.2f} h of audio in {wall:.0f} s{speed}")
+    for r in failed:
+        print(f"failed: {r.path}: {r.error}", file=sys.stderr)
+    return 1 if failed or unfinished else 0
