@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine import decoding
-from engine.decoding import DecodedWindow, TRIAL_TOKENS, _attempt_with_trial, _best
+from engine.decoding import TRIAL_TOKENS, DecodedWindow, _attempt_with_trial, _best, decode_rounds
 from engine.options import TranscribeOptions
 
 
@@ -48,8 +48,27 @@ def test_the_looping_window_falls_back_through_trial_runs(calls):
     assert sampled, "the looping window did not fall back"
     trials = [out[0] for o, out in sampled if o.max_new_tokens == TRIAL_TOKENS]
     assert trials and all(len(g.tokens) <= TRIAL_TOKENS for g in trials)
-    last = max(o.temperature for o, _ in sampled)
-    assert all(o.max_new_tokens is None for o, _ in sampled if o.temperature == last)  # the last runs whole
+
+
+def test_the_last_temperature_always_runs_whole(cpu_transcriber, calls):
+    """When every attempt fails, the last one may be kept: it is never a trial run."""
+    encoded, prompts = _looping(calls)
+    options = TranscribeOptions(temperatures=(0.0, 0.2))
+    backend, seen = cpu_transcriber.backend, []
+    real = backend.generate
+
+    def spy(enc, prm, opts):
+        seen.append(opts)
+        return real(enc, prm, opts)
+
+    backend.generate = spy
+    try:
+        rounds = list(decode_rounds(backend, encoded, prompts, options, cpu_transcriber.tokenizer(options)))
+    finally:
+        del backend.generate
+    assert [o.temperature for o in seen] == [0.0, 0.2] and all(o.max_new_tokens is None for o in seen)
+    (settled, (result,), _) = rounds[-1]
+    assert settled == [0] and not result.cut
 
 
 def test_backend_stops_at_max_new_tokens_and_says_so(cpu_transcriber, calls):

@@ -95,3 +95,20 @@ def test_first_chunks_go_before_read_ahead_and_earlier_files_first():
     for t in threads:
         t.join(5)
     assert order == [(0, 3), (0, 7), (1, 1), (2, 0)]
+
+
+def test_started_helpers_serve_the_first_file_without_a_new_process(chunks):
+    """A worker starts the helpers while its model loads; the first file then finds one running,
+    with Silero loaded before any request."""
+    pool = VadPool(1)
+    try:
+        pool.start()
+        (helper,) = pool._workers
+        pid = helper.proc.pid
+        remote = pool.stream()
+        probs = remote.process(chunks[0])
+        remote.release()
+        assert [w.proc.pid for w in pool._workers] == [pid]
+        assert len(probs) == len(chunks[0]) // 512
+    finally:
+        pool.close()
