@@ -14,6 +14,20 @@ from runner.errors import RunnerError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def exit_now(code: int) -> None:
+    """End a finished `run` or `worker` without the interpreter's teardown, which freed the model and
+    the catalog code object by object: 0.33 s against 0.05 s after a worker's last file, and a `run`
+    waits for its worker's exit. Everything is committed by then; atexit handlers (the VAD helpers'
+    shutdown, logging) still run and output is flushed."""
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 class Group(click.Group):
     """Turns the engine's and runner's typed errors into one line and exit code 1."""
 
@@ -158,7 +172,7 @@ def run(paths, data, db, redis_url, model, compute, threads, beam_size, language
     compute = "cpu" if compute == "auto" and not _has_gpu() else ("gpu" if compute == "auto" else compute)
     code = run_all(settings, [Path(p) for p in paths], workers, threads or None, compute, model,
                    _options(beam_size, language), batch)
-    sys.exit(code)
+    exit_now(code)
 
 
 def _has_gpu() -> bool:
@@ -231,6 +245,7 @@ def worker(data, db, redis_url, model, compute, threads, beam_size, language, bu
     finally:
         if embedded is not None:
             embedded.stop()
+    exit_now(EXIT_OK)
 
 
 def _path_map(values) -> tuple[tuple[str, str], ...]:

@@ -23,7 +23,7 @@ from runner import catalog as m
 from runner.config import Settings
 from runner.db import Catalog
 from runner.errors import RunnerError
-from runner.scanner import file_hash
+from runner.fingerprint import file_hash
 from runner.status import Status
 
 log = logging.getLogger(__name__)

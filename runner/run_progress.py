@@ -35,8 +35,11 @@ def watch(catalog: Catalog, ids: list[int], pool: list[subprocess.Popen], tty: b
     done, total = _progress(catalog, ids)
     bar = tqdm(total=round(total / 60, 2), unit="audio min", disable=not tty or not ids, dynamic_ncols=True)
     last = 0.0
-    while any(p.poll() is None for p in pool):
-        time.sleep(0.2)  # notice the end quickly, but ask the catalog once a second
+    while alive := [p for p in pool if p.poll() is None]:
+        try:  # returns as soon as a worker exits (the run's last moment); the catalog is asked once a second
+            alive[0].wait(timeout=max(0.05, 1.0 - (time.monotonic() - last)))
+        except subprocess.TimeoutExpired:
+            pass
         if time.monotonic() - last >= 1.0:
             last = time.monotonic()
             done, total = _progress(catalog, ids)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ from engine.audio import probe
 from engine.errors import MediaError
 from runner import catalog as m
 from runner.db import Catalog
+from runner.fingerprint import file_hash
 from runner.status import Status
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,6 @@ def walk(root: Path) -> Iterator[Path]:
             if (fst.st_dev, fst.st_ino) not in files_seen:
                 files_seen.add((fst.st_dev, fst.st_ino))
                 yield path
-
-
-def file_hash(path: Path) -> str:
-    """sha256 of the file's bytes: identifies moved and copied files."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fast_probe(path: Path) -> tuple[float, str] | None:

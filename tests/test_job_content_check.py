@@ -15,10 +15,10 @@ from sqlalchemy import select
 from engine.options import TranscribeOptions
 from runner import catalog as m
 from runner import jobs
-from runner.config import Settings
-from runner.config import sqlite_url_for
+from runner.config import Settings, sqlite_url_for
 from runner.db import Catalog
-from runner.scanner import Scanner, file_hash
+from runner.fingerprint import file_hash
+from runner.scanner import Scanner
 from runner.status import Status
 from tests.test_runner_e2e import settle
 

@@ -9,8 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from runner import catalog as m
-from runner.config import Settings, map_path
-from runner.config import sqlite_url_for
+from runner.config import Settings, map_path, sqlite_url_for
 from runner.db import Catalog
 from runner.jobs import output_dir_for
 from runner.status import Status

@@ -13,8 +13,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from runner import catalog as m
-from runner.config import Settings
-from runner.config import sqlite_url_for
+from runner.config import Settings, sqlite_url_for
 from runner.db import Catalog, alembic_config
 from runner.errors import RunnerError
 from runner.export import export_outputs
