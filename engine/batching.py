@@ -118,13 +118,15 @@ class BatchTranscriber:
                             slot.language_probability, dict(slot.timings))
         return window
 
-    def step(self, ready: list[tuple[_Slot, Window]]) -> Iterator[tuple[int, WindowDone]]:
+    def step(self, ready: list[tuple[_Slot, Window]], alone: bool = False) -> Iterator[tuple[int, WindowDone]]:
         """Encode and decode one window per file, all in one call each, then split, align and advance
         each file; yields (index into `ready`, its WindowDone). The windows that need no temperature
         fallback come first, as soon as their first decode is judged; the others follow. Calls on
-        several replicas may run at once, for different files."""
+        several replicas may run at once, for different files; `alone` says no other call runs now,
+        so the encoder may take every thread (a backend's `encode_wide`, same output)."""
         clock = time.perf_counter()
-        encoded = self.backend.encode(np.stack([w.features for _, w in ready]))
+        encode = getattr(self.backend, "encode_wide", self.backend.encode) if alone else self.backend.encode
+        encoded = encode(np.stack([w.features for _, w in ready]))
         self._detect_languages(ready, encoded)
         self._charge(ready, "encode", time.perf_counter() - clock)
         clock = time.perf_counter()

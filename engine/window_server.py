@@ -142,8 +142,10 @@ class WindowServer:
             if not batch:
                 continue
             left = set(range(len(batch)))
+            with self._cond:  # nothing else waiting and no other call: a lone file, a run's last window
+                alone = self._busy == 1 and not self._waiting
             try:  # each window is handed back as soon as it is settled, not when the whole call is
-                for i, done in self.core.step([(s, w) for s, w, _ in batch]):
+                for i, done in self.core.step([(s, w) for s, w, _ in batch], alone):
                     self._hand_back([batch[i][2]], "done", done)
                     left.discard(i)
             except Exception as exc:  # noqa: BLE001 - handed to every caller still waiting on this call

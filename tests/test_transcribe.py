@@ -382,3 +382,32 @@ def test_batched_on_two_replicas_equals_sequential(cpu_transcriber, clips, share
     assert not [t for t in threading.enumerate() if t.name.startswith("run")], "server or file threads outlive the run"
 
 
+
+
+def test_a_lone_window_is_encoded_on_every_thread_with_the_same_result(cpu_transcriber, shared_audio_dir):
+    """With replicas, a window that no other call runs beside goes through `encode_wide` (a copy of
+    the model on all the threads): bitwise the same encoding, and a lone file's text is unchanged."""
+    import numpy as np
+
+    from engine.api import Transcriber
+    from engine.audio import stream_audio
+    from engine.features import window_features
+
+    replicated = Transcriber(compute="cpu", threads=2, replicas=2)
+    backend = replicated.backend
+    backend._wide_loader.join(60)
+    assert backend._wide is not None
+    audio = np.concatenate(list(stream_audio(shared_audio_dir / "gb0.wav")))
+    features = np.stack([window_features(audio[i * 480000:(i + 1) * 480000], 80) for i in range(2)])
+    assert np.array_equal(backend.encode_wide(features), backend.encode(features))
+
+    calls = []
+    real = backend.encode_wide
+    backend.encode_wide = lambda f: calls.append(len(f)) or real(f)
+    try:
+        (alone,) = list(replicated.transcribe_many([shared_audio_dir / "jfk.flac"], batch_size=4))
+    finally:
+        del backend.encode_wide
+    assert calls == [1]
+    reference = cpu_transcriber.transcribe(shared_audio_dir / "jfk.flac")
+    assert [s.text for s in alone.segments] == [s.text for s in reference.segments]

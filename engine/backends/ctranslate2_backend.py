@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -79,6 +80,9 @@ class CTranslate2Backend:
         # `replicas` calls can run at once (engine.window_server runs one server per replica); on CPU the
         # threads are shared out: 2 x 1 thread beat 1 x 2 threads by 1.14x on 2 cores at batch 8.
         self.replicas = max(1, int(replicas))
+        if self.replicas > 1 and not threads and device == "cpu":
+            threads = os.cpu_count() or 1  # shared out below: each replica left at 0 would take every core
+        wide = threads if self.replicas > 1 and threads > 1 and device == "cpu" else 0
         if self.replicas > 1 and threads and device == "cpu":
             threads = max(1, threads // self.replicas)
         try:
@@ -87,6 +91,20 @@ class CTranslate2Backend:
                 compute_type=self.compute_type, intra_threads=threads, inter_threads=self.replicas)
         except (RuntimeError, ValueError) as exc:
             raise ModelError(model.name, f"cannot load with CTranslate2 ({exc})") from exc
+        # With replicas on CPU, a copy on all the threads encodes a window that no other call runs beside
+        # (a lone file, a run's last windows); loaded in the background, used once ready.
+        self._wide = None
+        self._wide_loader = threading.Thread(target=self._load_wide, args=(model, wide), daemon=True) \
+            if wide else None
+        if self._wide_loader is not None:
+            self._wide_loader.start()
+
+    def _load_wide(self, model: ModelSpec, threads: int) -> None:
+        try:
+            self._wide = self._ct2.models.Whisper(str(model.path), device="cpu", compute_type=self.compute_type,
+                                                  intra_threads=threads, inter_threads=1)
+        except (RuntimeError, ValueError):  # the replicas loaded: this copy is only an optimisation
+            self._wide = None
 
     def _view(self, array: np.ndarray):
         return self._ct2.StorageView.from_array(np.ascontiguousarray(array))
@@ -95,6 +113,14 @@ class CTranslate2Backend:
         """Run the encoder on [B, n_mels, 3000] features; returns [B, 1500, d] on the host."""
         out = self.model.encode(self._view(features.astype(np.float32, copy=False)), to_cpu=True)
         return np.asarray(out)
+
+    def encode_wide(self, features: np.ndarray) -> np.ndarray:
+        """`encode` on every thread, for windows encoded while no other call runs. 2 AVX-512 cores: 0.21 s
+        per window against 0.38 s on one thread, bitwise the same output (beam-5 generate of one
+        window gains nothing from a second thread, so only the encoder goes wide)."""
+        if self._wide is None:
+            return self.encode(features)
+        return np.asarray(self._wide.encode(self._view(features.astype(np.float32, copy=False)), to_cpu=True))
 
     def generate(self, encoded: np.ndarray, prompts: list[list[int]],
                  options: DecodeOptions) -> list[Generation]:
