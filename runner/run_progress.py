@@ -49,6 +49,7 @@ def watch(catalog: Catalog, ids: list[int], pool: list[subprocess.Popen], tty: b
 
 
 def summarize(catalog: Catalog, ids: list[int], wall: float) -> int:
+    """Print the run's summary line (and each failed file); the exit code: 1 if any file failed or is unfinished."""
     with catalog.read() as session:
         rows = session.execute(select(m.MediaFile.path, m.MediaFile.status, m.MediaFile.error, m.MediaFile.duration)
                                .where(m.MediaFile.id.in_(ids))).all() if ids else []

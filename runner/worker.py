@@ -17,12 +17,12 @@ from rq.timeouts import TimerDeathPenalty
 from engine.api import Transcriber
 from engine.backends import backend_for
 from engine.backends.ctranslate2_backend import default_replicas
-from engine.scheduling import LOOKAHEAD
-from engine.vad_pool import shared_pool
 from engine.errors import ModelError
 from engine.model_store import verify_model
 from engine.models import resolve_model
 from engine.options import TranscribeOptions
+from engine.scheduling import LOOKAHEAD
+from engine.vad_pool import shared_pool
 from runner import jobs
 from runner.config import Settings
 from runner.db import Catalog

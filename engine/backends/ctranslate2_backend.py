@@ -80,11 +80,11 @@ class CTranslate2Backend:
         # `replicas` calls can run at once (engine.window_server runs one server per replica); on CPU the
         # threads are shared out: 2 x 1 thread beat 1 x 2 threads by 1.14x on 2 cores at batch 8.
         self.replicas = max(1, int(replicas))
-        if self.replicas > 1 and not threads and device == "cpu":
-            threads = os.cpu_count() or 1  # shared out below: each replica left at 0 would take every core
-        wide = threads if self.replicas > 1 and threads > 1 and device == "cpu" else 0
-        if self.replicas > 1 and threads and device == "cpu":
-            threads = max(1, threads // self.replicas)
+        wide = 0  # threads of the copy that encodes lone windows (encode_wide); 0: no copy
+        if self.replicas > 1 and device == "cpu":
+            wide = threads or os.cpu_count() or 1  # at 0 each replica would take every core
+            threads = max(1, wide // self.replicas)
+            wide = wide if wide > 1 else 0
         try:
             self.model = ctranslate2.models.Whisper(
                 str(model.path), device=device, device_index=device_index,
@@ -111,16 +111,16 @@ class CTranslate2Backend:
 
     def encode(self, features: np.ndarray) -> np.ndarray:
         """Run the encoder on [B, n_mels, 3000] features; returns [B, 1500, d] on the host."""
-        out = self.model.encode(self._view(features.astype(np.float32, copy=False)), to_cpu=True)
-        return np.asarray(out)
+        return self._encode(self.model, features)
+
+    def _encode(self, model, features: np.ndarray) -> np.ndarray:
+        return np.asarray(model.encode(self._view(features.astype(np.float32, copy=False)), to_cpu=True))
 
     def encode_wide(self, features: np.ndarray) -> np.ndarray:
         """`encode` on every thread, for windows encoded while no other call runs. 2 AVX-512 cores: 0.21 s
         per window against 0.38 s on one thread, bitwise the same output (beam-5 generate of one
         window gains nothing from a second thread, so only the encoder goes wide)."""
-        if self._wide is None:
-            return self.encode(features)
-        return np.asarray(self._wide.encode(self._view(features.astype(np.float32, copy=False)), to_cpu=True))
+        return self._encode(self._wide if self._wide is not None else self.model, features)
 
     def generate(self, encoded: np.ndarray, prompts: list[list[int]],
                  options: DecodeOptions) -> list[Generation]:
