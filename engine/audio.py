@@ -224,22 +224,32 @@ def _with_decoded_duration(info: MediaInfo) -> MediaInfo:
     return replace(info, duration=samples / SAMPLE_RATE)
 
 
-def decode_args(path: str | os.PathLike) -> list[str]:
-    """ffmpeg argument list that writes the first audio stream as 16 kHz mono s16le to stdout.
+def decode_args(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> list[str]:
+    """ffmpeg argument list that writes the first audio stream as 16 kHz mono s16le to stdout,
+    from sample `start` to sample `stop` (None: the end), at 16 kHz.
 
     s16 (not f32) output matters: swresample then normalises the downmix to (L+R)/2
     like Whisper's own loader, where float output would mix at 0.707*(L+R) and exceed 1.
     """
-    out = ffmpeg.input(_input_url(path)).output(
+    seek = {"ss": _seconds(start)} if start else {}  # input seeking: decodes from there, not from 0
+    span = {"t": _seconds(stop - start)} if stop is not None else {}
+    out = ffmpeg.input(_input_url(path), **seek).output(
         "pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE,
-        vn=None, sn=None, dn=None, map="0:a:0",
+        vn=None, sn=None, dn=None, map="0:a:0", **span,
     )
     args = out.compile(cmd=ffmpeg_binary())
     return [args[0], *_GLOBAL_ARGS, "-loglevel", "error", *args[1:]]
 
 
-def stream_audio(path: str | os.PathLike, chunk_seconds: float = 30.0) -> Iterator[np.ndarray]:
-    """Yield 16 kHz mono float32 chunks of exactly chunk_seconds (the last may be shorter).
+def _seconds(samples: int) -> str:
+    """A sample count at 16 kHz as ffmpeg's seconds, exactly (16000 divides 10^6)."""
+    return f"{samples / SAMPLE_RATE:.6f}"
+
+
+def stream_audio(path: str | os.PathLike, chunk_seconds: float = 30.0, start: int = 0,
+                 stop: int | None = None) -> Iterator[np.ndarray]:
+    """Yield 16 kHz mono float32 chunks of exactly chunk_seconds (the last may be shorter), of
+    samples [start, stop) of the file (stop None: to its end); ffmpeg seeks, nothing before is decoded.
 
     Path problems raise at once; decoding starts on the first next() and reads the
     pipe chunk by chunk, so memory stays bounded whatever the file length.
@@ -248,14 +258,15 @@ def stream_audio(path: str | os.PathLike, chunk_seconds: float = 30.0) -> Iterat
     n = int(round(chunk_seconds * SAMPLE_RATE))
     if n <= 0:
         raise ValueError(f"chunk_seconds must be at least 1/{SAMPLE_RATE} s, got {chunk_seconds}")
-    return _decode(p, n)
+    if start < 0 or (stop is not None and stop <= start):
+        raise ValueError(f"bad sample span [{start}, {stop})")
+    return _decode(p, n, decode_args(p, start, stop))
 
 
-def _decode(path: str, chunk_samples: int) -> Iterator[np.ndarray]:
+def _decode(path: str, chunk_samples: int, args: list[str]) -> Iterator[np.ndarray]:
     """Run ffmpeg, yield its stdout in chunks, then check its exit status; always reaps the child."""
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(decode_args(path), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         try:
             yield from _read_chunks(proc.stdout, chunk_samples)
             returncode = proc.wait()

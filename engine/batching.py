@@ -8,14 +8,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from engine.audio import probe
 from engine.backends.base import Backend
+from engine.constants import SAMPLE_RATE, WINDOW_STRIDE
 from engine.decoding import decode_rounds
+from engine.errors import MediaError
 from engine.options import TranscribeOptions
+from engine.parts import Span, plan
 from engine.scheduling import LOOKAHEAD
 from engine.results import Segment
 from engine.timing import words_from_alignment
@@ -36,11 +40,23 @@ class FileTask:
     previous_tokens: tuple[int, ...] = ()
     first_segment_id: int = 0
     duration: float | None = None  # known length (for progress) saves a probe
+    span: Span = (0, None)  # the samples this task decodes: a part of the file (engine.parts), or all
+    part: int = 0
+    # A file cut in parts: the parts still to decode (each a FileTask with its span). None: not cut
+    # yet, and a fresh task is cut when it is long enough; () : every part is done.
+    parts: tuple[FileTask, ...] | None = None
+
+    def in_parts(self, spans: tuple[Span, ...]) -> FileTask:
+        """This fresh file as one task per span, each numbering its windows from part x WINDOW_STRIDE."""
+        return replace(self, parts=tuple(
+            replace(self, start_seek=span[0], start_window=k * WINDOW_STRIDE, first_segment_id=k * WINDOW_STRIDE,
+                    span=span, part=k, parts=None) for k, span in enumerate(spans)))
 
 
 @dataclass(frozen=True)
 class WindowDone:
-    """One window of one file is decoded: save `segments`; resume later from `next_window`/`next_seek`."""
+    """One window of one file is decoded: save `segments`; resume later from `next_window`/`next_seek`
+    (of part `part`, for a file decoded in parts)."""
 
     key: Any
     window: int
@@ -49,6 +65,24 @@ class WindowDone:
     next_seek: int
     segments: tuple[Segment, ...]
     duration: float  # best known duration of the file so far
+    part: int = 0
+    done_seconds: float = 0.0  # audio of the file decoded so far, over all its parts (for progress)
+
+
+@dataclass(frozen=True)
+class FilePlanned:
+    """A file is decoded in these parts (engine.parts): a resume needs them, to continue each."""
+
+    key: Any
+    spans: tuple[Span, ...]
+
+
+@dataclass(frozen=True)
+class PartDone:
+    """One part of a file decoded in parts is finished (FileDone follows once all are)."""
+
+    key: Any
+    part: int
 
 
 @dataclass(frozen=True)
@@ -66,7 +100,7 @@ class FileFailed:
     error: Exception
 
 
-Event = WindowDone | FileDone | FileFailed
+Event = WindowDone | FileDone | FileFailed | FilePlanned | PartDone
 
 
 @dataclass
@@ -101,10 +135,26 @@ class BatchTranscriber:
 
         return run_tasks(self, tasks, self.batch_size * LOOKAHEAD)
 
+    def plan(self, task: FileTask) -> FileTask:
+        """A fresh task cut into parts when its file is long enough (engine.parts), else itself.
+
+        The duration is probed when the task does not give it; a file that cannot be probed is not
+        cut (opening it names the problem)."""
+        fresh = task.parts is None and task.part == 0 and task.start_seek == 0 and task.start_window == 0
+        if not fresh or not self.options.part_seconds:
+            return task
+        try:
+            duration = task.duration if task.duration is not None else probe(task.path).duration
+            spans = plan(task.path, duration, self.options.part_seconds)
+        except MediaError:
+            return task
+        return task.in_parts(spans) if len(spans) > 1 else task
+
     def open_slot(self, task: FileTask) -> _Slot:
-        """A file's long-form state; MediaError if it cannot be opened."""
+        """A file's (or part's) long-form state; MediaError if it cannot be opened."""
         decoder = LongFormDecoder(task.path, self.tokenizer, self.options, self.n_mels, task.start_seek,
-                                  task.start_window, task.previous_tokens, task.first_segment_id, task.duration)
+                                  task.start_window, task.previous_tokens, task.first_segment_id, task.duration,
+                                  task.span)
         known = self.options.language or (None if self.tokenizer.multilingual else "en")
         return _Slot(task, decoder, language=known)
 
@@ -140,8 +190,10 @@ class BatchTranscriber:
             self._charge(done, "align", time.perf_counter() - clock)
             for i, (slot, window), result, (raw, next_seek), found in zip(settled, done, decoded, splits, words):
                 segments = slot.decoder.accept(window, result, raw, next_seek, found)
+                covered = (slot.decoder.seek - slot.task.span[0]) / SAMPLE_RATE
                 yield i, WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
-                                    slot.decoder.seek, tuple(segments), slot.decoder.audio.duration)
+                                    slot.decoder.seek, tuple(segments), slot.decoder.audio.duration,
+                                    slot.task.part, covered)
             clock = time.perf_counter()
 
     @staticmethod

@@ -10,3 +10,6 @@ FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
 INPUT_STRIDE = 2  # the encoder's convolution halves the frame rate
 TOKENS_PER_SECOND = FRAMES_PER_SECOND // INPUT_STRIDE  # 50 encoder positions per second
 TIME_PRECISION = 1 / TOKENS_PER_SECOND  # 0.02 s per timestamp token step
+# A file decoded in parts (engine.parts): part k numbers its windows from k x this, so that window
+# order is time order and each part's windows can be told apart in the catalog.
+WINDOW_STRIDE = 100_000

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,13 @@ class Segment:
         d["tokens"] = list(self.tokens)
         d["words"] = [asdict(w) for w in self.words]
         return d
+
+
+def in_order(segments: Iterable[Segment]) -> tuple[Segment, ...]:
+    """A file's segments in time order, numbered from 0: the parts of a long file (engine.parts)
+    finish out of order, and each numbers its windows and segments from its own base."""
+    ordered = sorted(segments, key=lambda s: (s.window, s.id))
+    return tuple(replace(s, id=i) if s.id != i else s for i, s in enumerate(ordered))
 
 
 @dataclass(frozen=True)

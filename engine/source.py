@@ -1,6 +1,6 @@
 """A forward-only cursor over a file's streamed audio, with voice activity computed as it arrives.
 
-Decoding (ffmpeg) and voice activity run in a reader thread up to two 34 s chunks ahead of the
+Decoding (ffmpeg) and voice activity run in a reader thread up to two 40 s chunks ahead of the
 decoder, so they overlap with the model's work instead of adding to it.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.audio import stream_audio
 from engine.constants import SAMPLE_RATE
-from engine.vad import SpeechDetector
+from engine.vad import FRAME, SpeechDetector
 
 _AHEAD = 2  # chunks read ahead: 2 x 40 s x 4 bytes x 16 kHz = 5.1 MB per file in flight
 # A window needs voice activity up to 30 s + min_silence + speech_pad (3.4 s by default) past its
@@ -81,16 +81,23 @@ class _Reader:
 class AudioCursor:
     """Holds only the audio from the current seek on: memory stays flat however long the file."""
 
-    def __init__(self, path: str, vad: bool, chunk_seconds: float = CHUNK_SECONDS, duration_hint: float | None = None):
+    def __init__(self, path: str, vad: bool, chunk_seconds: float = CHUNK_SECONDS, duration_hint: float | None = None,
+                 start: int = 0, stop: int | None = None):
+        """Samples [start, stop) of the file (a part of it, engine.parts), indexed as in the whole file;
+        `start` must be a multiple of the VAD frame, so that frames line up with the whole file's."""
+        if start % FRAME:
+            raise ValueError(f"a cursor starts on a VAD frame boundary ({FRAME} samples), not at {start}")
         self.path = str(path)
         self.duration_hint = duration_hint  # no probe here: ffmpeg's own errors name bad files
-        stream = stream_audio(self.path, chunk_seconds=chunk_seconds)  # bad paths raise here, at once
+        # bad paths raise here, at once
+        stream = stream_audio(self.path, chunk_seconds=chunk_seconds, start=start, stop=stop)
         self.speech = SpeechDetector() if vad else None
         self._reader = _Reader(stream, self.speech, self.path)
         weakref.finalize(self, self._reader.stop)  # an abandoned cursor does not leave ffmpeg running
         self._buffer = np.empty(0, np.float32)
-        self._buffer_start = 0  # sample index of _buffer[0]
-        self._keep_from = 0  # audio before this sample is never needed again
+        self.start = start
+        self._buffer_start = start  # sample index of _buffer[0]
+        self._keep_from = start  # audio before this sample is never needed again
         self.eof = False
 
     @property
@@ -122,6 +129,11 @@ class AudioCursor:
                 self._buffer_start += len(chunks.pop(0))  # resuming far into a file: stay flat
         self._buffer = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
         self.forget_before(self._keep_from)
+
+    def speech_frames(self, first: int, stop: int) -> np.ndarray:
+        """Speech probabilities of the file's VAD frames [first, stop) known so far."""
+        base = self.start // FRAME
+        return self.speech.frames(max(first - base, 0), max(stop - base, 0))
 
     def slice(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) (stop clipped to what was read)."""

@@ -58,12 +58,16 @@ class LongFormDecoder:
 
     def __init__(self, path: str, tokenizer: Tokenizer, options: TranscribeOptions, n_mels: int,
                  start_seek: int = 0, start_window: int = 0, previous_tokens: tuple[int, ...] = (),
-                 first_segment_id: int = 0, duration_hint: float | None = None):
+                 first_segment_id: int = 0, duration_hint: float | None = None,
+                 span: tuple[int, int | None] = (0, None)):
         self.path = str(path)
         self.tokenizer = tokenizer
         self.options = options
         self.n_mels = n_mels
-        self.audio = AudioCursor(self.path, vad=options.vad, duration_hint=duration_hint)
+        start, stop = span  # a part of the file (engine.parts) ends at its stop, as a file at its end
+        if stop is not None:
+            duration_hint = stop / SAMPLE_RATE
+        self.audio = AudioCursor(self.path, vad=options.vad, duration_hint=duration_hint, start=start, stop=stop)
         self.seek = start_seek
         self.window_index = start_window
         self.all_tokens: list[int] = list(previous_tokens)
@@ -118,7 +122,7 @@ class LongFormDecoder:
         opts = self.options
         first_frame = self.seek // FRAME
         stop_frame = -(-min(self.seek + lookahead, self.audio.end) // FRAME)
-        probs = self.audio.speech.frames(first_frame, stop_frame)
+        probs = self.audio.speech_frames(first_frame, stop_frame)
         mask = speech_mask(probs, opts.vad_threshold, frames_of(opts.speech_pad), frames_of(opts.min_silence))
         if not mask.any():
             if self.audio.eof and stop_frame * FRAME >= self.audio.end:

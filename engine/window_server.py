@@ -14,9 +14,12 @@ import itertools
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Iterable, Iterator
 
-from engine.batching import BatchTranscriber, Event, FileDone, FileFailed, FileTask, WindowDone
+from engine.batching import (BatchTranscriber, Event, FileDone, FileFailed, FilePlanned, FileTask, PartDone,
+                             WindowDone)
+from engine.constants import SAMPLE_RATE
 from engine.errors import MediaError
 from engine.scheduling import choose
 
@@ -47,7 +50,17 @@ class WindowServer:
 
     def stream(self, task: FileTask, stop: threading.Event | None = None) -> Iterator[Event]:
         """One file's events; model calls are batched with other threads' files. With `stop` set,
-        the file ends quietly after its current window."""
+        the file ends quietly after its current window. A long fresh file is cut into parts
+        (FilePlanned comes first), each decoded in a thread of its own."""
+        planned = self.core.plan(task)
+        if planned.parts is not None and task.parts is None:
+            yield FilePlanned(task.key, tuple(p.span for p in planned.parts))
+        if planned.parts is None:
+            yield from self._stream_one(planned, stop)
+        else:
+            yield from _merged_parts(self, planned, stop)
+
+    def _stream_one(self, task: FileTask, stop) -> Iterator[Event]:
         try:
             slot = self.core.open_slot(task)
         except MediaError as exc:
@@ -164,6 +177,81 @@ class WindowServer:
 
 _END = object()
 _runs = itertools.count()
+
+
+class _Either:
+    """Set when either of two events is (the caller's stop, or the end of a file's other parts)."""
+
+    def __init__(self, first: threading.Event | None, second: threading.Event):
+        self.first, self.second = first, second
+
+    def is_set(self) -> bool:
+        return self.second.is_set() or (self.first is not None and self.first.is_set())
+
+
+def _merged_parts(server: WindowServer, task: FileTask, stop: threading.Event | None) -> Iterator[Event]:
+    """The events of a file's parts, each part streamed in a thread of its own, as one file's:
+    WindowDone with its part and the progress of the whole file, PartDone as each part ends, and
+    one FileDone once all have (none if stopped). A part that fails fails the file and stops the rest."""
+    parts = task.parts or ()
+    events: queue.Queue = queue.Queue()
+    halt = threading.Event()
+    until = _Either(stop, halt)
+    covered = {p.part: p.start_seek - p.span[0] for p in parts}  # samples done in each part
+
+    def drive(part: FileTask) -> None:
+        try:
+            for event in server._stream_one(part, until):
+                events.put((part, event))
+        except ServerClosed:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - raised again in the consuming thread
+            events.put((part, _Crash(exc)))
+        finally:
+            events.put((part, _END))
+
+    threads = [threading.Thread(target=drive, args=(p,), name=f"part{p.part} {str(task.path)[-30:]}", daemon=True)
+               for p in parts]
+    for thread in threads:
+        thread.start()
+    finished: dict[int, FileDone] = {}
+    try:
+        live = len(threads)
+        while live:
+            part, item = events.get()
+            if item is _END:
+                live -= 1
+            elif isinstance(item, _Crash):
+                raise item.error
+            elif isinstance(item, FileFailed):
+                yield item
+                return
+            elif isinstance(item, FileDone):
+                finished[part.part] = item
+                yield PartDone(task.key, part.part)
+            else:
+                covered[part.part] = item.next_seek - part.span[0]
+                yield replace(item, done_seconds=sum(covered.values()) / SAMPLE_RATE,
+                              duration=max(item.duration, task.duration or 0.0))
+        if len(finished) == len(parts):
+            yield _file_done(task, [finished[k] for k in sorted(finished)], server.core.options.language)
+    finally:
+        halt.set()
+        for thread in threads:
+            thread.join()
+
+
+def _file_done(task: FileTask, parts: list[FileDone], language: str | None) -> FileDone:
+    """One FileDone for the parts' FileDones (in part order); the duration is the last part's end
+    when it ran in this stream, else what the task says (a resume of a file whose parts all ended)."""
+    timings: dict = {}
+    for done in parts:
+        for stage, seconds in done.timings.items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
+    duration = max([d.duration for d in parts] + [task.duration or 0.0])
+    if not parts:
+        return FileDone(task.key, duration, language or "en", 1.0, timings)
+    return FileDone(task.key, duration, parts[0].language, parts[0].language_probability, timings)
 
 
 class _Crash:

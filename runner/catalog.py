@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the catalog: media files, their transcripts, segments, words and workers.
+"""SQLAlchemy models of the catalog: media files, their transcripts (and parts), segments, words and workers.
 
 The full-text index (SQLite FTS5 table + triggers, PostgreSQL GIN expression index) is not
 modelled here: the Alembic migration creates it and env.py keeps it out of drift checks.
@@ -11,6 +11,7 @@ import datetime as dt
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Double,
     Enum,
@@ -125,9 +126,29 @@ class Transcript(Base):
     rtf: Mapped[float | None] = mapped_column(Double)  # wall_seconds / audio_seconds
 
     media: Mapped[MediaFile] = relationship(back_populates="transcripts")
+    parts: Mapped[list[TranscriptPart]] = relationship(
+        back_populates="transcript", order_by="TranscriptPart.part", cascade="all, delete-orphan", passive_deletes=True
+    )
     segments: Mapped[list[Segment]] = relationship(
         back_populates="transcript", order_by="Segment.idx", cascade="all, delete-orphan", passive_deletes=True
     )
+
+
+class TranscriptPart(Base):
+    """One part of a long file decoded as its own chain of windows (engine.parts): its span and
+    where it resumes. A transcript without parts resumes from its own next_window/next_seek."""
+
+    __tablename__ = "transcript_parts"
+
+    transcript_id: Mapped[int] = mapped_column(ForeignKey("transcripts.id", ondelete="CASCADE"), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start: Mapped[int] = mapped_column(BigInteger)  # first sample
+    stop: Mapped[int | None] = mapped_column(BigInteger)  # sample just past it; None: the end of the file
+    next_window: Mapped[int] = mapped_column(Integer)
+    next_seek: Mapped[int] = mapped_column(BigInteger)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    transcript: Mapped[Transcript] = relationship(back_populates="parts")
 
 
 class Segment(Base):

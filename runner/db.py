@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 import migrations
+from engine.constants import WINDOW_STRIDE
 from engine.results import Segment, TranscriptInfo, Word
 from runner import catalog as m
 from runner.errors import CatalogError
@@ -111,6 +112,25 @@ def _engine_segment(row: m.Segment) -> Segment:
         temperature=row.temperature, window=row.window,
         words=tuple(Word(start=w.start, end=w.end, word=w.word, probability=w.probability) for w in row.words),
     )  # fmt: skip
+
+
+def _of_part(part: int | None) -> tuple:
+    """Conditions selecting the segments of one part's windows (none for a transcript in one chain)."""
+    if part is None:
+        return ()
+    return (m.Segment.window >= part * WINDOW_STRIDE, m.Segment.window < (part + 1) * WINDOW_STRIDE)
+
+
+@dataclasses.dataclass(frozen=True)
+class PartResume:
+    """Where one unfinished part of a file decoded in parts goes on, and its prompt."""
+
+    part: int
+    start: int
+    stop: int | None
+    next_window: int
+    next_seek: int
+    prompt: list[int]
 
 
 class Catalog:
@@ -227,8 +247,9 @@ class Catalog:
         return next((t for t in rows if _jsonable(t.options) == options), None)
 
     @staticmethod
-    def _prompt_tokens(session: Session, transcript: m.Transcript) -> list[int]:
-        """The last tokens the decoder had as context, as the long-form loop would rebuild them.
+    def _prompt_tokens(session: Session, transcript: m.Transcript, part: int | None = None) -> list[int]:
+        """The last tokens the decoder had as context, as the long-form loop would rebuild them
+        (of one part's chain of windows, for a file decoded in parts).
 
         Like Whisper, a window decoded above prompt_reset_on_temperature resets the prompt, and
         condition_on_previous_text=False means no prompt at all.
@@ -239,8 +260,8 @@ class Catalog:
         reset_above = opts.get("prompt_reset_on_temperature", 0.5)
         rows = session.execute(
             select(m.Segment.tokens, m.Segment.temperature)
-            .where(m.Segment.transcript_id == transcript.id)
-            .order_by(m.Segment.idx.desc())
+            .where(m.Segment.transcript_id == transcript.id, *_of_part(part))
+            .order_by(m.Segment.window.desc(), m.Segment.idx.desc())
             .limit(PROMPT_TOKENS)
         )
         tokens: list[int] = []
@@ -273,18 +294,55 @@ class Catalog:
             session.flush()
             return new.id, 0, 0, []
 
-    def add_window(self, transcript_id: int, window: int, next_seek: int, segments: Sequence[Segment]) -> None:
-        """Store one decoded window and the resume point after it, replacing any earlier copy of it."""
+    def add_window(self, transcript_id: int, window: int, next_seek: int, segments: Sequence[Segment],
+                   part: int | None = None) -> None:
+        """Store one decoded window and the resume point after it (of `part`, for a file decoded in
+        parts), replacing any earlier copy of it and of the windows after it."""
         with self.write() as session:
             transcript = self._transcript(session, transcript_id)
             if transcript.status != Status.running:
                 raise CatalogError(f"transcript {transcript_id} is {transcript.status.value}, not running")
             of_transcript = m.Segment.transcript_id == transcript_id
-            stale = delete(m.Segment).where(of_transcript, m.Segment.window >= window)
+            stale = delete(m.Segment).where(of_transcript, m.Segment.window >= window, *_of_part(part))
             session.execute(stale, execution_options={"synchronize_session": False})
             first = session.scalar(select(func.coalesce(func.max(m.Segment.idx) + 1, 0)).where(of_transcript))
             session.add_all(_segment_row(transcript_id, window, first + i, seg) for i, seg in enumerate(segments))
-            transcript.next_window, transcript.next_seek = window + 1, next_seek
+            if part is None:
+                transcript.next_window, transcript.next_seek = window + 1, next_seek
+                return
+            row = session.get(m.TranscriptPart, (transcript_id, part))
+            if row is None:
+                raise CatalogError(f"transcript {transcript_id} has no part {part}")
+            row.next_window, row.next_seek = window + 1, next_seek
+
+    def plan_parts(self, transcript_id: int, spans: Sequence[tuple[int, int | None]]) -> None:
+        """Record that a transcript decodes its file in these parts (engine.parts), each from its start."""
+        with self.write() as session:
+            transcript = self._transcript(session, transcript_id)
+            if transcript.parts:
+                raise CatalogError(f"transcript {transcript_id} already has its parts")
+            session.add_all(m.TranscriptPart(transcript_id=transcript_id, part=k, start=start, stop=stop,
+                                             next_window=k * WINDOW_STRIDE, next_seek=start, done=False)
+                            for k, (start, stop) in enumerate(spans))
+
+    def part_done(self, transcript_id: int, part: int) -> None:
+        """One part of a transcript decoded in parts is finished: a resume skips it."""
+        with self.write() as session:
+            row = session.get(m.TranscriptPart, (transcript_id, part))
+            if row is None:
+                raise CatalogError(f"transcript {transcript_id} has no part {part}")
+            row.done = True
+
+    def resume_parts(self, transcript_id: int) -> list[PartResume] | None:
+        """The unfinished parts of a transcript decoded in parts, each with its resume point and
+        prompt; None when the transcript is not decoded in parts."""
+        with self.read() as session:
+            transcript = self._transcript(session, transcript_id)
+            if not transcript.parts:
+                return None
+            return [PartResume(p.part, p.start, p.stop, p.next_window, p.next_seek,
+                               self._prompt_tokens(session, transcript, p.part))
+                    for p in transcript.parts if not p.done]
 
     def finish_transcript(
         self, transcript_id: int, language: str, language_probability: float, timings: Mapping,
@@ -345,10 +403,10 @@ class Catalog:
             rows = session.scalars(
                 select(m.Segment)
                 .where(m.Segment.transcript_id == t.id)
-                .order_by(m.Segment.idx)
+                .order_by(m.Segment.window, m.Segment.idx)  # the parts of a long file end out of order
                 .options(selectinload(m.Segment.words))
             )
-            return [_engine_segment(row) for row in rows]
+            return [dataclasses.replace(_engine_segment(row), id=i) for i, row in enumerate(rows)]
 
     def transcript_info(self, media_id: int) -> TranscriptInfo | None:
         """What the finished transcript of a media file is about and how it was made, or None."""

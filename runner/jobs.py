@@ -8,11 +8,11 @@ import os
 import threading
 import unicodedata
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.api import Transcriber
-from engine.batching import FileDone, FileFailed, FileTask, WindowDone
+from engine.batching import FileDone, FileFailed, FilePlanned, FileTask, PartDone, WindowDone
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
 from engine.writers import MAX_STEM_BYTES, safe_stem, write_outputs
@@ -201,13 +201,21 @@ def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dic
     tid, window, seek, prompt = ctx.catalog.start_transcript(
         media.id, tr.model.name, tr.model.sha256, tr.backend.name, tr.backend.compute, opts.to_dict(),
         tr.info(local, 0.0, opts).engine_version)
-    task = FileTask(media.id, local, seek, window, tuple(prompt), duration=media.duration)
+    task = _resume_task(ctx.catalog, tid, FileTask(media.id, local, seek, window, tuple(prompt),
+                                                   duration=media.duration))
+    in_parts = task.parts is not None
     server = ctx.server if ctx.server is not None and ctx.server.core.options == opts else None
     events = server.stream(task) if server is not None else tr.stream([task], opts)
     try:
         for event in events:
-            if isinstance(event, WindowDone):
-                ctx.catalog.add_window(tid, event.window, event.next_seek, event.segments)
+            if isinstance(event, FilePlanned):  # a long file: stored before any of its parts' windows
+                ctx.catalog.plan_parts(tid, event.spans)
+                in_parts = True
+            elif isinstance(event, PartDone):
+                ctx.catalog.part_done(tid, event.part)
+            elif isinstance(event, WindowDone):
+                ctx.catalog.add_window(tid, event.window, event.next_seek, event.segments,
+                                       event.part if in_parts else None)
                 if STOP.is_set():
                     from runner.worker import JobInterrupted
 
@@ -226,6 +234,16 @@ def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dic
         if close is not None:  # a job left mid-file (stop, catalog outage) frees its decoder and batch slot now
             close()
     raise RunnerError(f"{media.path}: transcription ended without a result")
+
+
+def _resume_task(catalog: Catalog, transcript_id: int, task: FileTask) -> FileTask:
+    """The task of a transcript decoded in parts: its unfinished parts, each from its own resume point."""
+    parts = catalog.resume_parts(transcript_id)
+    if parts is None:
+        return task
+    return replace(task, parts=tuple(
+        replace(task, start_seek=p.next_seek, start_window=p.next_window, previous_tokens=tuple(p.prompt),
+                span=(p.start, p.stop), part=p.part) for p in parts))
 
 
 def output_dir_for(settings: Settings, path: str, scan_root: str | None) -> Path:

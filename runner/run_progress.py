@@ -21,9 +21,14 @@ def _progress(catalog: Catalog, ids: list[int]) -> tuple[float, float]:
     with catalog.read() as session:
         rows = session.execute(select(m.MediaFile.id, m.MediaFile.duration, m.MediaFile.status)
                                .where(m.MediaFile.id.in_(ids))).all()
+        running = (m.Transcript.media_id.in_(ids), m.Transcript.status == Status.running)
         partial = dict(session.execute(select(m.Transcript.media_id, func.max(m.Transcript.next_seek))
-                                       .where(m.Transcript.media_id.in_(ids), m.Transcript.status == Status.running)
-                                       .group_by(m.Transcript.media_id)).all())
+                                       .where(*running).group_by(m.Transcript.media_id)).all())
+        in_parts = session.execute(  # a long file decoded in parts: what each part has done, summed
+            select(m.Transcript.media_id, func.sum(m.TranscriptPart.next_seek - m.TranscriptPart.start))
+            .join(m.TranscriptPart.transcript).where(*running).group_by(m.Transcript.media_id)).all()
+        for media_id, samples in in_parts:
+            partial[media_id] = max(partial.get(media_id) or 0, samples or 0)
     total = sum(d or 0 for _, d, _ in rows)
     done = sum((d or 0) if s in (Status.done, Status.failed) else min(d or 0, partial.get(i, 0) / 16000)
                for i, d, s in rows)

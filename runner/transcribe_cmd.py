@@ -11,6 +11,7 @@ from engine.api import Transcriber
 from engine.batching import FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
+from engine.results import in_order
 from engine.writers import FORMATS, write_outputs
 
 
@@ -36,7 +37,8 @@ def transcribe_files(paths: list[str], transcriber: Transcriber, options: Transc
             _close(bars, event.key)
             info = transcriber.info(event.key, event.duration, options, event.language, event.language_probability)
             try:
-                written = write_outputs(segments.pop(event.key, []), info, output_dir, stems[event.key], formats)
+                written = write_outputs(in_order(segments.pop(event.key, [])), info, output_dir, stems[event.key],
+                                        formats)
             except OSError as exc:
                 failed += 1
                 print(f"error: {event.key}: cannot write outputs ({exc.strerror or exc})", file=sys.stderr)
@@ -67,7 +69,7 @@ def _advance(bars: dict[str, tqdm], event: WindowDone, progress: bool) -> None:
         bar = bars[event.key] = tqdm(total=round(event.duration, 1), unit="s", desc=Path(event.key).name,
                                      leave=False, dynamic_ncols=True)
     bar.total = round(event.duration, 1)
-    bar.n = round(min(event.next_seek / 16000, event.duration), 1)
+    bar.n = round(min(event.done_seconds, event.duration), 1)
     bar.refresh()
 
 

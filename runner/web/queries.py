@@ -163,7 +163,8 @@ def media_page(catalog: Catalog, media_id: int) -> dict | None:
         segments = []
         if t is not None:
             rows = session.execute(select(m.Segment.id, m.Segment.start, m.Segment.end, m.Segment.text)
-                                   .where(m.Segment.transcript_id == t.id).order_by(m.Segment.idx)).all()
+                                   .where(m.Segment.transcript_id == t.id)
+                                   .order_by(m.Segment.window, m.Segment.idx)).all()
             segments = [{"id": r.id, "start": r.start, "end": r.end, "clock": clock(r.start), "text": r.text.strip()}
                         for r in rows if r.text.strip()]
         kind, mime = media_kind(media.path)
