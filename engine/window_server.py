@@ -21,7 +21,7 @@ from engine.batching import (BatchTranscriber, Event, FileDone, FileFailed, File
                              WindowDone)
 from engine.constants import SAMPLE_RATE
 from engine.errors import MediaError
-from engine.scheduling import choose
+from engine.scheduling import LOOKAHEAD, choose
 
 
 class ServerClosed(Exception):
@@ -43,6 +43,9 @@ class WindowServer:
         self._running = 0  # windows inside a model call
         self._busy = 0  # servers inside a model call
         self._closed = False
+        # Parts of long files beyond each file's first, running at once: a backlog of long files would
+        # otherwise open 8 decoders (ffmpeg, buffers, VAD) for each file in flight.
+        self.extra_parts = threading.Semaphore(LOOKAHEAD * core.batch_size)
         self._threads = [threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True)
                          for i in range(self.servers)]
         for thread in self._threads:
@@ -192,15 +195,21 @@ class _Either:
 def _merged_parts(server: WindowServer, task: FileTask, stop: threading.Event | None) -> Iterator[Event]:
     """The events of a file's parts, each part streamed in a thread of its own, as one file's:
     WindowDone with its part and the progress of the whole file, PartDone as each part ends, and
-    one FileDone once all have (none if stopped). A part that fails fails the file and stops the rest."""
+    one FileDone once all have (none if stopped). A part that fails fails the file and stops the rest.
+    The first part runs at once, the others as the server's `extra_parts` allow."""
     parts = task.parts or ()
     events: queue.Queue = queue.Queue()
     halt = threading.Event()
     until = _Either(stop, halt)
     covered = {p.part: p.start_seek - p.span[0] for p in parts}  # samples done in each part
 
-    def drive(part: FileTask) -> None:
+    def drive(part: FileTask, extra: bool) -> None:
+        held = False
         try:
+            while extra and not held and not until.is_set():
+                held = server.extra_parts.acquire(timeout=0.1)
+            if extra and not held:
+                return
             for event in server._stream_one(part, until):
                 events.put((part, event))
         except ServerClosed:
@@ -208,10 +217,12 @@ def _merged_parts(server: WindowServer, task: FileTask, stop: threading.Event | 
         except BaseException as exc:  # noqa: BLE001 - raised again in the consuming thread
             events.put((part, _Crash(exc)))
         finally:
+            if held:
+                server.extra_parts.release()
             events.put((part, _END))
 
-    threads = [threading.Thread(target=drive, args=(p,), name=f"part{p.part} {str(task.path)[-30:]}", daemon=True)
-               for p in parts]
+    threads = [threading.Thread(target=drive, args=(p, i > 0), name=f"part{p.part} {str(task.path)[-30:]}",
+                                daemon=True) for i, p in enumerate(parts)]
     for thread in threads:
         thread.start()
     finished: dict[int, FileDone] = {}

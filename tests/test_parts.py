@@ -189,3 +189,26 @@ def test_a_job_stopped_mid_file_resumes_each_part(tmp_path, long_wav, in_parts, 
         jobs.STOP.clear()
         jobs.set_context(None)
         catalog.close()
+
+
+def test_parts_beyond_the_first_wait_for_the_servers_permits(cpu_transcriber, in_parts, long_wav):
+    """A backlog of long files must not open every part of every file at once: with one spare permit,
+    at most two parts of the file decode at a time, and the text is the same."""
+    import threading
+
+    server = cpu_transcriber.window_server(PARTS, batch_size=4)
+    server.extra_parts = threading.Semaphore(1)
+    streaming = []  # parts open in the server (each with its ffmpeg, reader and VAD stream), per event
+    try:
+        events = []
+        for event in server.stream(FileTask("long", str(long_wav))):
+            events.append(event)
+            streaming.append(server._active)
+    finally:
+        server.close()
+    assert max(streaming) == 2, streaming
+
+    def texts(evts):
+        return sorted((e.window, s.text) for e in evts if isinstance(e, WindowDone) for s in e.segments)
+
+    assert isinstance(events[-1], FileDone) and texts(events) == texts(in_parts)
