@@ -27,9 +27,11 @@ from runner.bench import load_items  # noqa: E402
 GAP = 0.5
 
 
-def build(out_dir: Path, minutes: float, audio_dir: Path, name: str = "mix") -> Path:
-    """Write out_dir/<name>.wav and <name>.txt; returns the wav's path."""
+def build(out_dir: Path, minutes: float, audio_dir: Path, name: str = "mix", rotate: int = 0) -> Path:
+    """Write out_dir/<name>.wav and <name>.txt; returns the wav's path. `rotate` starts the cycle
+    that many files later: another mix of the same clips, with other neighbours and cut places."""
     items = load_items(audio_dir)
+    items = items[rotate % len(items):] + items[:rotate % len(items)]
     chosen, total = [], 0.0
     for item in itertools.cycle(items):
         if total >= minutes * 60:
@@ -51,10 +53,11 @@ def main() -> None:
     ap.add_argument("out_dir", type=Path, help="folder to write the mix and its reference into")
     ap.add_argument("--minutes", type=float, default=30.0, help="length of the mix (default 30)")
     ap.add_argument("--name", default="mix30", help="file stem (default mix30)")
+    ap.add_argument("--rotate", type=int, default=0, help="start the cycle this many files later (default 0)")
     ap.add_argument("--audio-dir", type=Path, default=ROOT.parent / "shared" / "audio",
                     help="the shared corpus (default ../shared/audio)")
     args = ap.parse_args()
-    build(args.out_dir, args.minutes, args.audio_dir, args.name)
+    build(args.out_dir, args.minutes, args.audio_dir, args.name, args.rotate)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import gc
 import json
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,15 +389,53 @@ def fill_durations(items: list[Item], runs: Iterable[EngineRun]) -> None:
                                   if item.name in r.results and r.results[item.name].duration), None)
 
 
+WARMUP_SECONDS = 20.0
+
+
+def _duration(item: Item) -> float:
+    """The item's duration, probed when the folder did not say (0 when it cannot be probed)."""
+    if item.duration is not None:
+        return item.duration
+    from engine.audio import probe
+    from engine.errors import MediaError
+
+    try:
+        return probe(item.path).duration or 0.0
+    except MediaError:
+        return 0.0
+
+
+def _excerpt(path: Path, folder: Path) -> Path:
+    """The first WARMUP_SECONDS of a file as a 16 kHz mono wav in `folder`."""
+    import wave
+
+    import numpy as np
+
+    from engine.audio import stream_audio
+    from engine.constants import SAMPLE_RATE
+
+    audio = next(iter(stream_audio(path, chunk_seconds=WARMUP_SECONDS)))
+    out = folder / "warmup.wav"
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(audio, -1, 1 - 1 / 32768) * 32768).astype("<i2").tobytes())
+    return out
+
+
 def timed(runners: dict[str, Runner], items: list[Item], repeats: int = 1, warmup: bool = True,
           log: Callable[[str], None] = lambda m: None) -> dict[str, EngineRun]:
     """Run every runner over all items `repeats` times, taking turns, after one untimed warm-up file each."""
     runs = {name: EngineRun(name) for name in runners}
     if warmup and items:
-        short = [min(items, key=lambda i: i.duration if i.duration is not None else i.path.stat().st_size)]
-        for name, runner in runners.items():
-            log(f"warm-up {name} on {short[0].name}")
-            runner(short)
+        short = min(items, key=lambda i: i.duration if i.duration is not None else i.path.stat().st_size)
+        with tempfile.TemporaryDirectory() as tmp:
+            if _duration(short) > WARMUP_SECONDS:  # a folder of long files: warm up on a piece of one
+                short = Item(f"{short.name} (first {WARMUP_SECONDS:.0f} s)", _excerpt(short.path, Path(tmp)))
+            for name, runner in runners.items():
+                log(f"warm-up {name} on {short.name}")
+                runner([short])
     names = list(runners)
     for repeat in range(repeats):
         # Rotate the starting engine too, so none is always first after a pause.

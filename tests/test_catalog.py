@@ -218,6 +218,38 @@ def test_resume_returns_next_window_seek_and_last_tokens(catalog):
     assert count(catalog, m.Transcript) == 1
 
 
+def test_parts_resume_each_from_its_own_point(catalog):
+    """A file decoded in parts: re-running a part's window drops only that part's later windows, each
+    part resumes from its own seek with its own prompt, done parts are skipped, and the finished
+    transcript's segments come back in time order though the parts were stored out of order."""
+    from engine.constants import WINDOW_STRIDE
+
+    media_id = add_media(catalog)
+    tid = start(catalog, media_id)[0]
+    catalog.plan_parts(tid, [(0, 1_000_000), (1_000_000, 2_000_000), (2_000_000, None)])
+    with pytest.raises(CatalogError, match="already has its parts"):
+        catalog.plan_parts(tid, [(0, None)])
+    s1, s2 = WINDOW_STRIDE, 2 * WINDOW_STRIDE
+    catalog.add_window(tid, s2, 2_480_000, [make_segment("c0", 125.0, tokens=(7, 8))], part=2)
+    catalog.add_window(tid, s1, 1_480_000, [make_segment("b0", 62.5, tokens=(4, 5))], part=1)
+    catalog.add_window(tid, 0, 480_000, [make_segment("a0", 0.0, tokens=(1, 2))], part=0)
+    catalog.add_window(tid, s1 + 1, 1_960_000, [make_segment("b1", 92.5, tokens=(6,))], part=1)
+    catalog.add_window(tid, s2 + 1, 2_960_000, [make_segment("c1", 155.0, tokens=(9,))], part=2)
+    catalog.add_window(tid, s1 + 1, 1_950_000, [make_segment("b1 again", 92.5, tokens=(66,))], part=1)
+    catalog.part_done(tid, 0)
+    with pytest.raises(CatalogError, match="no part 3"):
+        catalog.add_window(tid, 3 * WINDOW_STRIDE, 0, [], part=3)
+    parts = catalog.resume_parts(tid)
+    assert [(p.part, p.start, p.stop, p.next_window, p.next_seek, p.prompt) for p in parts] == [
+        (1, 1_000_000, 2_000_000, s1 + 2, 1_950_000, [4, 5, 66]),
+        (2, 2_000_000, None, s2 + 2, 2_960_000, [7, 8, 9]),
+    ]
+    assert catalog.resume_parts(start(catalog, add_media(catalog, path="/media/other.wav"))[0]) is None
+    catalog.finish_transcript(tid, "en", 1.0, {}, 1.0, 180.0)
+    segments = catalog.transcript_segments(media_id)
+    assert [(s.id, s.text.strip()) for s in segments] == [(0, "a0"), (1, "b0"), (2, "b1 again"), (3, "c0"), (4, "c1")]
+
+
 def test_resume_only_with_same_model_and_options(catalog):
     media_id = add_media(catalog)
     tid = start(catalog, media_id)[0]
