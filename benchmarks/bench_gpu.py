@@ -80,16 +80,19 @@ def _reader(pcm: dict[str, np.ndarray]):
 
 def serve_samples(pcm: dict[str, np.ndarray]) -> None:
     """Scriptorium reads the packed samples where it would have run ffmpeg."""
+    import engine.parts
     import engine.source
 
     samples = _reader(pcm)
 
-    def stream_audio(path, chunk_seconds: float = 30.0):  # a generator: runs in the reader thread, as ffmpeg would
-        audio, n = samples(path), int(round(chunk_seconds * SAMPLE_RATE))
+    def stream_audio(path, chunk_seconds: float = 30.0, start: int = 0, stop: int | None = None):
+        """A generator (it runs in the reader thread, as ffmpeg would) of samples [start, stop)."""
+        audio, n = samples(path)[start:stop], int(round(chunk_seconds * SAMPLE_RATE))
         for i in range(0, len(audio), n):
             yield audio[i: i + n]
 
     engine.source.stream_audio = stream_audio
+    engine.parts.stream_audio = stream_audio  # a long file's cuts are found in the same samples
 
 
 def serve_peer_samples() -> None:
@@ -119,6 +122,11 @@ def run(args) -> dict:
     transcriber = Transcriber(args.model, compute=args.compute, compute_type=args.compute_type)
     options = TranscribeOptions(beam_size=args.beam_size)
     runners = {f"scriptorium-batch{b}": scriptorium_runner(transcriber, options, b) for b in args.batches}
+    for replicas in args.replicas:  # model copies whose calls run at once (one window server thread each)
+        copies = Transcriber(args.model, compute=args.compute, compute_type=args.compute_type, replicas=replicas)
+        for b in args.batches:
+            if b >= replicas:
+                runners[f"scriptorium-batch{b}-r{replicas}"] = scriptorium_runner(copies, options, b)
     with PeerProcess(args.model, "cuda" if args.compute == "gpu" else "cpu", args.compute_type,
                      child_init=f"{module}:serve_peer_samples") as peer:
         peers = peer.runners(args.beam_size, args.fw_batch)
@@ -192,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("--beam-size", type=int, default=5)
     rn.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     rn.add_argument("--fw-batch", type=int, default=16)
+    rn.add_argument("--replicas", type=int, nargs="*", default=[],
+                    help="also run each batch (of at least R) on a model with R replicas")
     rn.add_argument("--only", nargs="+", metavar="NAME", help="only these packed files (smoke tests)")
     rn.add_argument("--repeats", type=int, default=3)
     rn.add_argument("--save-json", metavar="PATH")

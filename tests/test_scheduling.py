@@ -57,3 +57,17 @@ def test_previous_text_is_cut_to_few_lengths():
     lengths = {len(previous_context(list(range(n)))) for n in range(0, 400)}
     assert lengths == {0, 1, 2, 4, 8, 16, 32, 64, 128, 223}
     assert previous_context(list(range(300)))[-1] == 299  # the most recent text is what is kept
+
+
+def test_default_replicas_per_device(monkeypatch):
+    """Worker sizing: 2 replicas on a CPU with 2+ threads, 4 on a GPU (measured on an H200: batch rows
+    cost nearly as much as calls there), 1 without batching; SCRIPTORIUM_REPLICAS overrides."""
+    from engine.backends import ctranslate2_backend as ct2b
+
+    monkeypatch.delenv("SCRIPTORIUM_REPLICAS", raising=False)
+    monkeypatch.setattr(ct2b, "resolve_device", lambda compute: "cuda" if compute == "gpu" else "cpu")
+    assert ct2b.default_replicas("cpu", 2, 8) == 2 and ct2b.default_replicas("cpu", 1, 8) == 1
+    assert ct2b.default_replicas("cpu", 2, 1) == 1 and ct2b.default_replicas("gpu", 0, 1) == 1
+    assert ct2b.default_replicas("gpu", 0, 8) == 4 and ct2b.default_replicas("gpu", 0, 2) == 2
+    monkeypatch.setenv("SCRIPTORIUM_REPLICAS", "3")
+    assert ct2b.default_replicas("gpu", 0, 8) == 3
