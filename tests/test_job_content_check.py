@@ -6,9 +6,11 @@ function is called as a worker calls it (no Redis needed: the job only reads the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import select
 
@@ -41,17 +43,30 @@ def _transcripts(catalog: Catalog, media_id: int) -> list[tuple[str, str]]:
             m.Segment.transcript_id == t.id).order_by(m.Segment.idx)).all())) for t in found]
 
 
-def test_job_refuses_media_rewritten_with_same_size_and_mtime(tmp_path, shared_audio_dir, cpu_transcriber):
+@contextlib.contextmanager
+def worker_job(tmp_path: Path, source: Path, name: str, transcriber) -> Iterator[tuple[Path, Path, Catalog]]:
+    """`source` copied into an archive folder as `name`, scanned into a fresh SQLite catalog, and this
+    process made a worker with `transcriber` (as `scriptorium worker` sets it up): (clip, data, catalog)."""
     folder, data = tmp_path / "archive", tmp_path / "data"
     folder.mkdir()
-    clip = folder / "interview.wav"
-    shutil.copyfile(shared_audio_dir / OLD, clip)
+    clip = folder / name
+    shutil.copyfile(source, clip)
     settle(clip)
     settings = Settings(data, sqlite_url_for(data), None)
     catalog = Catalog.open(settings.db_url)
-    jobs.set_context(jobs.WorkerContext(settings, catalog, cpu_transcriber))
+    jobs.set_context(jobs.WorkerContext(settings, catalog, transcriber))
     try:
         assert Scanner(catalog).scan([folder]).new == 1
+        yield clip, data, catalog
+    finally:
+        jobs.STOP.clear()
+        jobs.set_context(None)
+        catalog.close()
+
+
+def test_job_refuses_media_rewritten_with_same_size_and_mtime(tmp_path, shared_audio_dir, cpu_transcriber):
+    folder = tmp_path / "archive"
+    with worker_job(tmp_path, shared_audio_dir / OLD, "interview.wav", cpu_transcriber) as (clip, data, catalog):
         scanned = _media(catalog)
         assert scanned.content_hash == file_hash(clip)
 
@@ -88,6 +103,3 @@ def test_job_refuses_media_rewritten_with_same_size_and_mtime(tmp_path, shared_a
         words = text.lower()
         assert status == "done" and "coat" in words and "war" not in words, text  # the new speech, not the old
         assert (data / "outputs" / "interview.srt").is_file()
-    finally:
-        jobs.set_context(None)
-        catalog.close()

@@ -130,27 +130,13 @@ def test_without_parts_one_chain(cpu_transcriber, long_wav):
 def test_a_job_stopped_mid_file_resumes_each_part(tmp_path, long_wav, in_parts, cpu_transcriber, monkeypatch):
     """The worker's job, stopped after a few windows (as on SIGTERM), leaves each part's resume point in
     the catalog; the next job goes on from there and ends with the segments of an uninterrupted run."""
-    import shutil
-
     from runner import catalog as m
     from runner import jobs
-    from runner.config import Settings, sqlite_url_for
-    from runner.db import Catalog
-    from runner.scanner import Scanner
     from runner.status import Status
     from runner.worker import JobInterrupted
-    from tests.test_runner_e2e import settle
+    from tests.test_job_content_check import worker_job
 
-    folder, data = tmp_path / "archive", tmp_path / "data"
-    folder.mkdir()
-    clip = folder / "sonnets.wav"
-    shutil.copyfile(long_wav, clip)
-    settle(clip)
-    settings = Settings(data, sqlite_url_for(data), None)
-    catalog = Catalog.open(settings.db_url)
-    jobs.set_context(jobs.WorkerContext(settings, catalog, cpu_transcriber))
-    try:
-        assert Scanner(catalog).scan([folder]).new == 1
+    with worker_job(tmp_path, long_wav, "sonnets.wav", cpu_transcriber) as (_, data, catalog):
         with catalog.read() as session:
             media_id = session.query(m.MediaFile.id).scalar()
         stored, add_window = [], catalog.add_window
@@ -185,10 +171,6 @@ def test_a_job_stopped_mid_file_resumes_each_part(tmp_path, long_wav, in_parts, 
         assert [s.end for s in got] == pytest.approx([s.end for s in want], abs=1e-6)
         text = " ".join((data / "outputs" / "sonnets.txt").read_text(encoding="utf-8").split())
         assert text == " ".join("".join(s.text for s in want).split()), "the text file is not in time order"
-    finally:
-        jobs.STOP.clear()
-        jobs.set_context(None)
-        catalog.close()
 
 
 def test_parts_beyond_the_first_wait_for_the_servers_permits(cpu_transcriber, in_parts, long_wav):
