@@ -214,7 +214,9 @@ def test_transcripts_match_ctranslate2_wer(monkeypatch, model, predictors, manif
             assert all(s.start <= s.end <= result.info.duration + 1e-3 for s in segments)
             per_file[clip] = word_errors(manifest_by_file[clip]["reference"], "".join(s.text for s in segments))
         errors[name] = total_errors(per_file).wer * 100
-    assert errors["coreml"] <= errors["ctranslate2"] + 0.5, errors
+    # one word of these 123 (0.81 points) goes either way between the float32 reference and int8:
+    # 1089-134686-0000's "ladled out in/and thick" flips with the VAD's speech pad; two words do not
+    assert errors["coreml"] <= errors["ctranslate2"] + 1.0, errors
 
 
 # -- macOS only --------------------------------------------------------------------------------------
