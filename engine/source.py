@@ -18,9 +18,9 @@ from engine.constants import SAMPLE_RATE
 from engine.vad import FRAME, SpeechDetector
 
 _AHEAD = 2  # chunks read ahead: 2 x 40 s x 4 bytes x 16 kHz = 5.1 MB per file in flight
-# A window needs voice activity up to 30 s + min_silence + speech_pad (4.0 s by default) past its
+# A window needs voice activity up to 30 s + min_silence + speech_pad (6.0 s by default) past its
 # seek, and the seek first jumps over leading silence: with 40 s chunks a file whose speech starts
-# in its first 6.0 s has its first window after one chunk's VAD. A second chunk waits for every other
+# in its first 4.0 s has its first window after one chunk's VAD. A second chunk waits for every other
 # file's first (engine.vad_pool's turns): at 34 s, 0.7 s of lead-in kept the longest file of 40
 # waiting 4-5 s for its first window; at 40 s it was ready after 1.1 s.
 CHUNK_SECONDS = 40.0

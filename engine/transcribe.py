@@ -22,6 +22,11 @@ from engine.tokenizer import Tokenizer
 from engine.vad import FRAME, frames_of, speech_mask
 
 MIN_WINDOW_SAMPLES = SAMPLE_RATE // 10  # less than 0.1 s of audio is not worth a window
+# Speech the model skipped is decoded again: the VAD hears at least UNHEARD_SPEECH seconds of it
+# after the window's last timestamp or before a segment's first word, UNHEARD_MARGIN seconds away
+# from the nearest word (word times are not exact).
+UNHEARD_MARGIN = 1.0
+UNHEARD_SPEECH = 1.0
 
 
 @dataclass
@@ -77,6 +82,8 @@ class LongFormDecoder:
         self.next_segment_id = first_segment_id
         self.last_end = start_seek / SAMPLE_RATE
         self.finished = False
+        self.cap: int | None = None  # the next window stops here: speech the model skipped (accept)
+        self.capped_at: int | None = None  # the seek of the last capped window, capped once only
 
     # -- choosing the next window -------------------------------------------------------------
 
@@ -88,6 +95,9 @@ class LongFormDecoder:
             self.audio.close()
             return None
         self.seek, stop = span
+        if self.cap is not None and self.cap - self.seek >= MIN_WINDOW_SAMPLES:
+            stop, self.capped_at = min(stop, self.cap), self.seek
+        self.cap = None
         self.audio.forget_before(self.seek)
         features = window_features(self.audio.slice(self.seek, stop), self.n_mels)
         return Window(self.window_index, self.seek, stop, features, self.prompt())
@@ -123,7 +133,8 @@ class LongFormDecoder:
         first_frame = self.seek // FRAME
         stop_frame = -(-min(self.seek + lookahead, self.audio.end) // FRAME)
         probs = self.audio.speech_frames(first_frame, stop_frame)
-        mask = speech_mask(probs, opts.vad_threshold, frames_of(opts.speech_pad), frames_of(opts.min_silence))
+        mask = speech_mask(probs, opts.vad_threshold, frames_of(opts.speech_pad), frames_of(opts.min_silence),
+                           opts.vad_hysteresis)
         if not mask.any():
             if self.audio.eof and stop_frame * FRAME >= self.audio.end:
                 self.seek = self.audio.end
@@ -174,8 +185,51 @@ class LongFormDecoder:
                 else (window.stop - window.seek) / SAMPLE_RATE
             segments = [self._raw(window, 0.0, span, tokens)]
             next_seek = window.stop
+        if next_seek >= window.stop and segments and any(s.text_tokens for s in segments):
+            next_seek = self._unheard_speech(window, segments[-1].end) or next_seek
         next_seek = min(max(next_seek, window.seek + FRAME), window.stop) if next_seek < window.stop else window.stop
         return [s for s in segments if s.text_tokens], next_seek
+
+    def _skipped_speech(self, window: Window, groups: list[list[TimedWord]]) -> tuple[int, int] | None:
+        """(segments to keep, next seek) when the VAD hears speech before a segment's first word
+        that no word covers: tiny.en sometimes jumps over a whole passage and places the next text
+        after it. Before the first segment, the window is decoded again stopping at its first word."""
+        if self.audio.speech is None:
+            return None
+        previous_end = 0.0
+        for keep, group in enumerate(groups):
+            if not group:
+                continue
+            if self._hears(window, previous_end + UNHEARD_MARGIN, group[0].start - UNHEARD_MARGIN):
+                resume = window.seek + int(round(previous_end * SAMPLE_RATE))
+                if keep:
+                    return keep, resume
+                if self.capped_at != window.seek:  # not again on a window already capped here
+                    self.cap = window.seek + int(round(group[0].start * SAMPLE_RATE))
+                    return 0, window.seek
+                return None
+            previous_end = group[-1].end
+        return None
+
+    def _hears(self, window: Window, start: float, stop: float) -> bool:
+        """Whether the VAD hears at least UNHEARD_SPEECH seconds of speech in [start, stop) s of
+        the window."""
+        first = -(-(window.seek + int(start * SAMPLE_RATE)) // FRAME)
+        last = (window.seek + int(stop * SAMPLE_RATE)) // FRAME
+        if last - first < frames_of(UNHEARD_SPEECH):
+            return False
+        probs = self.audio.speech_frames(first, last)
+        return int((probs >= self.options.vad_threshold).sum()) >= frames_of(UNHEARD_SPEECH)
+
+    def _unheard_speech(self, window: Window, end: float) -> int | None:
+        """Where to resume when the model closed a window early although the VAD hears speech well
+        after its last timestamp (`end`, s): that speech would otherwise be skipped (None: nothing there)."""
+        after = end - window.offset
+        if self.audio.speech is None or after <= 0:
+            return None
+        if not self._hears(window, after + UNHEARD_MARGIN, (window.stop - window.seek) / SAMPLE_RATE):
+            return None
+        return int(round(end * SAMPLE_RATE))
 
     def _sliced(self, window: Window, tokens: list[int], cuts: list[int]) -> tuple[list[RawSegment], int]:
         begin, segments, last = self.tokenizer.timestamp_begin, [], 0
@@ -199,6 +253,10 @@ class LongFormDecoder:
         if words is not None and raw:
             groups = assign_words(words, [len(r.text_tokens) for r in raw])
             clip_long_words(groups)
+            skipped = self._skipped_speech(window, groups)
+            if skipped is not None:  # keep what precedes the skipped speech, decode it again next
+                keep, next_seek = skipped
+                raw, groups = raw[:keep], groups[:keep]
             next_seek = self._seek_after_words(window, raw, groups, next_seek)
         segments = [s for s in (self._segment(window, decoded, r, groups[i] if groups else None)
                                 for i, r in enumerate(raw)) if s is not None]

@@ -130,13 +130,26 @@ class SpeechDetector:
         return np.frombuffer(self.probs, dtype=np.float32)[start:stop].copy()  # no view may pin the array
 
 
-def speech_mask(probs: np.ndarray, threshold: float, pad_frames: int, min_silence_frames: int) -> np.ndarray:
-    """Frames that count as speech: above threshold, padded, and short gaps filled."""
-    speech = probs >= threshold
+def speech_mask(probs: np.ndarray, threshold: float, pad_frames: int, min_silence_frames: int,
+                hysteresis: float = 0.0) -> np.ndarray:
+    """Frames that count as speech: every run above threshold - hysteresis that reaches the
+    threshold somewhere (soft speech around a clear word stays speech), padded, short gaps filled."""
+    speech = _hysteresis(probs, threshold, max(threshold - hysteresis, 0.01))
     if pad_frames and speech.any():
         kernel = np.ones(2 * pad_frames + 1, dtype=np.int32)
         speech = np.convolve(speech.astype(np.int32), kernel, mode="same") > 0
     return _fill_short_gaps(speech, min_silence_frames)
+
+
+def _hysteresis(probs: np.ndarray, high: float, low: float) -> np.ndarray:
+    """Runs of frames >= low that hold at least one frame >= high."""
+    above = probs >= low
+    if not above.any():
+        return above
+    run = np.cumsum(np.concatenate([[above[0]], above[1:] & ~above[:-1]]))  # run number, per frame
+    strong = np.zeros(int(run[-1]) + 1, dtype=bool)
+    strong[run[(probs >= high) & above]] = True
+    return above & strong[run]
 
 
 def _fill_short_gaps(speech: np.ndarray, min_frames: int) -> np.ndarray:
