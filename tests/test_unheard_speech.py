@@ -175,3 +175,9 @@ def test_soft_speech_next_to_a_clear_word_stays_speech():
     mask = speech_mask(probs, 0.5, pad_frames=0, min_silence_frames=0, hysteresis=0.15)
     assert speech_mask(probs, 0.5, 0, 0).astype(int).tolist() == (probs >= 0.5).astype(int).tolist()
     assert mask.astype(int).tolist() == [0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0]
+
+
+def test_hysteresis_must_stay_below_the_threshold():
+    with pytest.raises(ValueError, match="vad_hysteresis"):
+        TranscribeOptions(vad_threshold=0.5, vad_hysteresis=0.5)
+    assert TranscribeOptions().vad_hysteresis == 0.15
