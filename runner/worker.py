@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from runner.reconcile import requeue_orphans
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 10.0
+LISTENER_POLL_S = 0.5  # how long rq's command listener may sit in one read before it checks for a stop
 
 
 class JobInterrupted(Exception):
@@ -45,13 +47,35 @@ class ScriptoriumWorker(SimpleWorker):
         jobs.STOP.set()
         return super().request_stop(signum, frame)
 
+    def subscribe(self):
+        """rq's command listener, woken every LISTENER_POLL_S instead of rq's 60 s, so that it ends
+        soon after it is told to (redis-py 8 waits for it to end; see unsubscribe)."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=LISTENER_POLL_S, daemon=True,
+                                                       exception_handler=self._pubsub_exception_handler)
+
     def unsubscribe(self):
-        """Stop listening for rq commands without rq's join(timeout=1): its listener blocks in a
-        60 s read and often misses the unsubscribe, so a worker's exit (a `run`'s last second)
-        waited 1 s for it. The listener is a daemon thread; the process ends after this."""
-        if self.pubsub_thread:
+        """Tell the listener to end and go on without waiting for it. rq's own unsubscribe calls the
+        listener's stop(), which since redis-py 8 joins the thread, blocked in rq's 60 s read: every
+        burst worker (and so every `run`) ended a minute after its last file."""
+        thread, self.pubsub_thread = self.pubsub_thread, None
+        if thread is None:
+            return
+        try:
             self.pubsub.unsubscribe()
-            self.pubsub_thread.stop()
+        except redis.exceptions.RedisError:
+            pass  # Redis gone: the listener ends on its own error
+        _stop_without_waiting(thread)
+
+
+def _stop_without_waiting(thread) -> None:
+    """Clear a redis-py PubSubWorkerThread's running flag: stop(timeout=0) on redis-py 8, which
+    joins the thread in stop(); plain stop() before, which never joined."""
+    if "timeout" in inspect.signature(thread.stop).parameters:
+        thread.stop(timeout=0)
+    else:
+        thread.stop()
 
 
 def worker_name(compute: str) -> str:
