@@ -64,7 +64,8 @@ class Transcriber:
         return batcher.run(tasks)
 
     def window_server(self, options: TranscribeOptions | None = None, batch_size: int = 8):
-        """A server that batches the windows of files transcribed from many threads."""
+        """A server that batches the windows of files transcribed from many threads (with `options`
+        unless a file's stream() gives its own)."""
         from engine.window_server import WindowServer
 
         options = options or TranscribeOptions()

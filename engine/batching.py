@@ -125,6 +125,14 @@ class BatchTranscriber:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend, self.tokenizer, self.n_mels = backend, tokenizer, n_mels
         self.options, self.batch_size = options, batch_size
+        self.call_key = options.call_key()  # windows of cores with equal keys may share a call
+
+    def with_options(self, options: TranscribeOptions) -> BatchTranscriber:
+        """This model and batch size with another file's options (a worker serves every job's own)."""
+        if options == self.options:
+            return self
+        tokenizer = self.tokenizer.with_task(options.task, options.language or "en")
+        return BatchTranscriber(self.backend, tokenizer, self.n_mels, options, self.batch_size)
 
     def run(self, tasks: Iterable[FileTask]) -> Iterator[Event]:
         """Yield events as windows finish; `tasks` is pulled lazily as files finish.
@@ -175,6 +183,8 @@ class BatchTranscriber:
         several replicas may run at once, for different files; `alone` says no other call runs now,
         so the encoder may take every thread (a backend's `encode_wide`, same output)."""
         clock = time.perf_counter()
+        for slot, _ in ready:  # windows decoded in a call shared with other windows (batching seen from a job)
+            slot.timings["shared_calls"] += len(ready) > 1
         encode = getattr(self.backend, "encode_wide", self.backend.encode) if alone else self.backend.encode
         encoded = encode(np.stack([w.features for _, w in ready]))
         self._detect_languages(ready, encoded)

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# TranscribeOptions fields that shape only one file's own loop (its prompt, language, VAD, parts),
+# not a model call: files that differ only in these still share calls (TranscribeOptions.call_key).
+PER_FILE_FIELDS = frozenset({
+    "language", "task", "initial_prompt", "condition_on_previous_text", "prompt_reset_on_temperature",
+    "vad", "vad_threshold", "vad_hysteresis", "min_silence", "speech_pad", "part_seconds",
+})
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,11 @@ class TranscribeOptions:
             without_timestamps=self.without_timestamps,
             max_initial_timestamp=self.max_initial_timestamp,
         )
+
+    def call_key(self) -> tuple:
+        """What a batched model call must agree on: every field but PER_FILE_FIELDS (a field added
+        later counts here until it is known to be per file, which only costs batching)."""
+        return tuple((f.name, getattr(self, f.name)) for f in fields(self) if f.name not in PER_FILE_FIELDS)
 
     def to_dict(self) -> dict:
         """Plain data, for job kwargs and the transcript row."""

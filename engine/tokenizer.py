@@ -55,6 +55,10 @@ class Tokenizer:
         """The same tokenizer for another language (used after detection)."""
         return Tokenizer(self.hf, self.multilingual, self.task, language)
 
+    def with_task(self, task: str, language: str | None) -> "Tokenizer":
+        """The same vocabulary for another task and language (another job's options), unread from disk."""
+        return Tokenizer(self.hf, self.multilingual, task, language)
+
     @cached_property
     def sot_sequence(self) -> tuple[int, ...]:
         """The fixed prefix: start, then language and task on multilingual models."""

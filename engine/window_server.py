@@ -21,6 +21,7 @@ from engine.batching import (BatchTranscriber, Event, FileDone, FileFailed, File
                              WindowDone)
 from engine.constants import SAMPLE_RATE
 from engine.errors import MediaError
+from engine.options import TranscribeOptions
 from engine.scheduling import LOOKAHEAD, choose
 
 
@@ -29,15 +30,20 @@ class ServerClosed(Exception):
 
 
 class WindowServer:
-    """Shares one model among threads; a finished file frees its place in the batch at once."""
+    """Shares one model among threads; a finished file frees its place in the batch at once.
+
+    Each file may come with options of its own (a job's language, beam size...): windows share a
+    call when their options agree on what the call does (TranscribeOptions.call_key), so files
+    with any options still batch, with the files that have the same."""
 
     def __init__(self, core: BatchTranscriber, max_wait: float = 0.2, name: str = "window-server"):
-        self.core = core
+        self.core = core  # the default options' core; core_for() makes one per other option set
+        self._cores: dict[TranscribeOptions, BatchTranscriber] = {core.options: core}
         self.max_wait = max_wait
         self.servers = max(1, int(getattr(core.backend, "replicas", 1)))
         self.call_size = max(1, -(-core.batch_size // self.servers))  # windows per model call
         self._cond = threading.Condition()
-        self._waiting: list[tuple] = []  # (slot, window, box), oldest first
+        self._waiting: list[tuple] = []  # (slot, window, box, core), oldest first
         self._ages: dict[int, int] = {}  # id(box) -> calls it was passed over by
         self._active = 0  # files streaming
         self._running = 0  # windows inside a model call
@@ -51,21 +57,32 @@ class WindowServer:
         for thread in self._threads:
             thread.start()
 
-    def stream(self, task: FileTask, stop: threading.Event | None = None) -> Iterator[Event]:
-        """One file's events; model calls are batched with other threads' files. With `stop` set,
-        the file ends quietly after its current window. A long fresh file is cut into parts
-        (FilePlanned comes first), each decoded in a thread of its own."""
-        planned = self.core.plan(task)
+    def core_for(self, options: TranscribeOptions | None) -> BatchTranscriber:
+        """The per-step work for files with these options (made once per option set)."""
+        if options is None:
+            return self.core
+        with self._cond:
+            if options not in self._cores:
+                self._cores[options] = self.core.with_options(options)
+            return self._cores[options]
+
+    def stream(self, task: FileTask, stop: threading.Event | None = None,
+               options: TranscribeOptions | None = None) -> Iterator[Event]:
+        """One file's events, decoded with `options` (default: the server's); model calls are batched
+        with other threads' files. With `stop` set, the file ends quietly after its current window.
+        A long fresh file is cut into parts (FilePlanned comes first), each decoded in a thread of its own."""
+        core = self.core_for(options)
+        planned = core.plan(task)
         if planned.parts is not None and task.parts is None:
             yield FilePlanned(task.key, tuple(p.span for p in planned.parts))
         if planned.parts is None:
-            yield from self._stream_one(planned, stop)
+            yield from self._stream_one(core, planned, stop)
         else:
-            yield from _merged_parts(self, planned, stop)
+            yield from _merged_parts(self, core, planned, stop)
 
-    def _stream_one(self, task: FileTask, stop) -> Iterator[Event]:
+    def _stream_one(self, core: BatchTranscriber, task: FileTask, stop) -> Iterator[Event]:
         try:
-            slot = self.core.open_slot(task)
+            slot = core.open_slot(task)
         except MediaError as exc:
             yield FileFailed(task.key, exc)
             return
@@ -74,14 +91,14 @@ class WindowServer:
         try:
             while stop is None or not stop.is_set():
                 try:
-                    window = self.core.next_window(slot)
+                    window = core.next_window(slot)
                 except MediaError as exc:
                     yield FileFailed(task.key, exc)
                     return
                 if isinstance(window, FileDone):
                     yield window
                     return
-                yield self._submit(slot, window)
+                yield self._submit(core, slot, window)
         finally:
             slot.decoder.audio.close()  # done, failed or abandoned: the reader and ffmpeg end here
             with self._cond:
@@ -92,7 +109,7 @@ class WindowServer:
         """Stop the server threads once their calls are done; windows still waiting fail."""
         with self._cond:
             self._closed = True
-            for _, _, box in self._waiting:
+            for _, _, box, _ in self._waiting:
                 box["error"] = ServerClosed("the window server was closed")
             self._waiting = []
             self._cond.notify_all()
@@ -100,12 +117,12 @@ class WindowServer:
             if thread is not threading.current_thread():
                 thread.join()
 
-    def _submit(self, slot, window) -> WindowDone:
+    def _submit(self, core: BatchTranscriber, slot, window) -> WindowDone:
         box: dict = {}
         with self._cond:
             if self._closed:
                 raise ServerClosed("the window server was closed")
-            self._waiting.append((slot, window, box))
+            self._waiting.append((slot, window, box, core))
             self._cond.notify_all()
             while not box:
                 self._cond.wait()
@@ -115,8 +132,8 @@ class WindowServer:
 
     def _take_batch(self) -> list[tuple] | None:
         """Wait for windows, giving the files not in a call a moment to join; then pick one call's
-        worth (engine.scheduling: the largest group of equal prompt length, the long-passed-over
-        first). None once closed."""
+        worth (engine.scheduling: the largest group of equal prompt length and call options, the
+        long-passed-over first). None once closed."""
         with self._cond:
             while not self._waiting and not self._closed:
                 self._cond.wait()
@@ -130,14 +147,14 @@ class WindowServer:
                 self._cond.wait(left)
             if not self._waiting:  # another server took them, or closed meanwhile
                 return [] if not self._closed else None
-            picked = set(choose([len(w.prompt) for _, w, _ in self._waiting],
-                                [self._ages.get(id(box), 0) for _, _, box in self._waiting], self._share(),
-                                remaining=[s.decoder.audio.duration - w.offset for s, w, _ in self._waiting]))
+            picked = set(choose([(len(w.prompt), c.call_key) for _, w, _, c in self._waiting],
+                                [self._ages.get(id(box), 0) for _, _, box, _ in self._waiting], self._share(),
+                                remaining=[s.decoder.audio.duration - w.offset for s, w, _, _ in self._waiting]))
             batch = [item for i, item in enumerate(self._waiting) if i in picked]
             self._waiting = [item for i, item in enumerate(self._waiting) if i not in picked]
-            for _, _, box in batch:
+            for _, _, box, _ in batch:
                 self._ages.pop(id(box), None)
-            for _, _, box in self._waiting:
+            for _, _, box, _ in self._waiting:
                 self._ages[id(box)] = self._ages.get(id(box), 0) + 1
             self._running += len(batch)
             self._busy += 1
@@ -160,8 +177,9 @@ class WindowServer:
             left = set(range(len(batch)))
             with self._cond:  # nothing else waiting and no other call: a lone file, a run's last window
                 alone = self._busy == 1 and not self._waiting
+            core = batch[0][3]  # the call's windows agree on its options (one group of `choose`)
             try:  # each window is handed back as soon as it is settled, not when the whole call is
-                for i, done in self.core.step([(s, w) for s, w, _ in batch], alone):
+                for i, done in core.step([(s, w) for s, w, _, _ in batch], alone):
                     self._hand_back([batch[i][2]], "done", done)
                     left.discard(i)
             except Exception as exc:  # noqa: BLE001 - handed to every caller still waiting on this call
@@ -192,7 +210,8 @@ class _Either:
         return self.second.is_set() or (self.first is not None and self.first.is_set())
 
 
-def _merged_parts(server: WindowServer, task: FileTask, stop: threading.Event | None) -> Iterator[Event]:
+def _merged_parts(server: WindowServer, core: BatchTranscriber, task: FileTask,
+                  stop: threading.Event | None) -> Iterator[Event]:
     """The events of a file's parts, each part streamed in a thread of its own, as one file's:
     WindowDone with its part and the progress of the whole file, PartDone as each part ends, and
     one FileDone once all have (none if stopped). A part that fails fails the file and stops the rest.
@@ -210,7 +229,7 @@ def _merged_parts(server: WindowServer, task: FileTask, stop: threading.Event | 
                 held = server.extra_parts.acquire(timeout=0.1)
             if extra and not held:
                 return
-            for event in server._stream_one(part, until):
+            for event in server._stream_one(core, part, until):
                 events.put((part, event))
         except ServerClosed:
             pass
@@ -245,7 +264,7 @@ def _merged_parts(server: WindowServer, task: FileTask, stop: threading.Event | 
                 yield replace(item, done_seconds=sum(covered.values()) / SAMPLE_RATE,
                               duration=max(item.duration, task.duration or 0.0))
         if len(finished) == len(parts):
-            yield _file_done(task, [finished[k] for k in sorted(finished)], server.core.options.language)
+            yield _file_done(task, [finished[k] for k in sorted(finished)], core.options.language)
     finally:
         halt.set()
         for thread in threads:

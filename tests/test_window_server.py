@@ -19,6 +19,10 @@ def _texts(events):
     return [s.text for e in events if isinstance(e, WindowDone) for s in e.segments]
 
 
+def _segments(events):
+    return [(s.start, s.end, s.text) for e in events if isinstance(e, WindowDone) for s in e.segments]
+
+
 def test_threads_through_one_server_equal_sequential(transcriber, shared_audio_dir, tmp_path):
     paths = [str(shared_audio_dir / f) for f in FILES]
     alone = {p: _texts(transcriber.stream([FileTask(p, p)])) for p in paths}
@@ -38,6 +42,48 @@ def test_threads_through_one_server_equal_sequential(transcriber, shared_audio_d
     assert all(isinstance(e, FileDone) for e in ends.values())
 
 
+def test_each_file_keeps_its_own_options_and_still_batches(transcriber, shared_audio_dir, monkeypatch):
+    """A worker's one server serves every job's options (issue 18: it was built with the defaults,
+    so `run --beam-size 1` fell back to unbatched streams). Two files with beam 1 share a call; a
+    file with per-file options (language, speech pad) shares one with a file of the defaults; each
+    decodes exactly as it does alone with its own options."""
+    from engine.batching import BatchTranscriber
+    from engine.options import TranscribeOptions
+    from engine.window_server import WindowServer
+
+    beam1 = TranscribeOptions(beam_size=1, best_of=1, without_timestamps=True)  # one segment per window
+    per_file = TranscribeOptions(language="en", speech_pad=0.6)  # same calls as the defaults
+    plan = {"LDC93S1.wav": beam1, "jfk.flac": beam1, "1089-134686-0000.flac": per_file,
+            "arctic_a0024.wav": TranscribeOptions()}
+    paths = {str(shared_audio_dir / f): o for f, o in plan.items()}
+    alone = {p: _segments(transcriber.stream([FileTask(p, p)], o)) for p, o in paths.items()}
+    defaults = TranscribeOptions()
+    other = {p: _segments(transcriber.stream([FileTask(p, p)], defaults)) for p, o in paths.items() if o == beam1}
+    core = BatchTranscriber(transcriber.backend, transcriber.tokenizer(defaults), transcriber.model.n_mels,
+                            defaults, batch_size=4)
+    all_open = threading.Barrier(len(paths))
+    real_open = BatchTranscriber.open_slot
+    monkeypatch.setattr(BatchTranscriber, "open_slot", lambda self, task: (real_open(self, task), all_open.wait(60))[0])
+    server = WindowServer(core, max_wait=60)  # each call waits for every file's first window
+    together, shared = {}, {}
+
+    def job(path):
+        events = list(server.stream(FileTask(path, path), options=paths[path]))
+        together[path], shared[path] = _segments(events), events[-1].timings.get("shared_calls", 0)
+
+    threads = [threading.Thread(target=job, args=(p,)) for p in paths]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        server.close()
+    assert together == alone
+    assert all(count >= 1 for count in shared.values()), shared
+    assert any(other[p] != alone[p] for p in other), "beam 1 without timestamps changed nothing: the test proves nothing"
+
+
 def test_a_bad_file_fails_alone(transcriber, shared_audio_dir, tmp_path):
     bad = tmp_path / "broken.mp3"
     bad.write_bytes(b"\x00not audio" * 100)
@@ -54,7 +100,7 @@ def test_the_last_files_are_spread_over_idle_replicas():
 
     from engine.window_server import WindowServer
 
-    core = SimpleNamespace(backend=SimpleNamespace(replicas=2), batch_size=8)
+    core = SimpleNamespace(backend=SimpleNamespace(replicas=2), batch_size=8, options=None)
     server = WindowServer(core)
     try:
         assert server.servers == 2 and server.call_size == 4
