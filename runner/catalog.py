@@ -91,6 +91,9 @@ class MediaFile(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     errors_log: Mapped[list] = mapped_column(JSON, default=list)  # one entry per failed attempt
     job_id: Mapped[str | None] = mapped_column(String(128))
+    # what the file's job asks for (TranscribeOptions.to_dict(), model name): a re-queue asks the same
+    job_options: Mapped[dict | None] = mapped_column(JSON)
+    job_model: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     scanned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -56,29 +57,79 @@ def main(verbose: int) -> None:
 
 
 def model_options(func):
-    """--model, --compute, --threads, --beam-size: shared by every command that runs the model."""
+    """--model, --compute, --threads: shared by every command that runs the model."""
     func = click.option("--model", default=None, envvar="SCRIPTORIUM_MODEL",
                         help="Model name or CTranslate2 Whisper folder (default: packaged tiny.en).")(func)
     func = click.option("--compute", type=click.Choice(["auto", "cpu", "gpu", "ane", "all"]), default="auto",
                         show_default=True, help="Where the model runs (gpu = CUDA on Linux).")(func)
     func = click.option("--threads", type=int, default=0, help="CPU threads for the model (0: all cores).")(func)
-    func = click.option("--beam-size", type=int, default=5, show_default=True, help="Beam size at temperature 0.")(func)
-    func = click.option("--language", default=None, help="Language code (multilingual models; default: detect).")(func)
     return func
+
+
+# (flag, parameter, click keywords): how each file is to be decoded (see _options)
+DECODE_FLAGS = (
+    ("--language", "language", dict(default=None, envvar="SCRIPTORIUM_LANGUAGE",
+                                    help="Language code (multilingual models; default: detect).")),
+    ("--task", "task", dict(type=click.Choice(["transcribe", "translate"]), default="transcribe", show_default=True,
+                            envvar="SCRIPTORIUM_TASK", help="translate: English text from speech in any language "
+                                                             "(multilingual models).")),
+    ("--beam-size", "beam_size", dict(type=int, default=5, show_default=True, envvar="SCRIPTORIUM_BEAM_SIZE",
+                                      help="Beam size at temperature 0.")),
+    ("--temperatures", "temperatures", dict(default=None, envvar="SCRIPTORIUM_TEMPERATURES", metavar="T,T,...",
+                                            help="Fallback ladder (default 0,0.2,0.4,0.6,0.8,1; '0': no fallback).")),
+    ("--initial-prompt", "initial_prompt", dict(default=None, envvar="SCRIPTORIUM_INITIAL_PROMPT",
+                                                help="Text the first window is conditioned on: names, jargon, style.")),
+    ("--no-previous-text", "no_previous_text", dict(is_flag=True, envvar="SCRIPTORIUM_NO_PREVIOUS_TEXT",
+                                                    help="Do not condition each window on the text before it.")),
+    ("--no-vad", "no_vad", dict(is_flag=True, help="Decode every window, even without detected speech.")),
+    ("--no-word-timestamps", "no_word_timestamps", dict(is_flag=True,
+                                                        help="Skip word alignment (segment times only).")),
+)
+
+
+def decode_options(func):
+    """The DECODE_FLAGS, handed to the command as one `options` (engine.options.TranscribeOptions):
+    what every file is decoded with, recorded with its job and its transcript."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kw):
+        kw["options"] = _options(**{name: kw.pop(name) for _, name, _ in DECODE_FLAGS})
+        return func(*args, **kw)
+
+    for flag, name, extra in reversed(DECODE_FLAGS):
+        wrapper = click.option(flag, name, **extra)(wrapper)
+    return wrapper
+
+
+def _options(language=None, task="transcribe", beam_size=5, temperatures=None, initial_prompt=None,
+              no_previous_text=False, no_vad=False, no_word_timestamps=False):
+    """TranscribeOptions from the decode flags; a bad value is a usage error naming the flag."""
+    from engine.options import TranscribeOptions
+
+    kw = {}
+    if temperatures:
+        try:
+            kw["temperatures"] = tuple(float(t) for t in temperatures.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{temperatures!r}: expected numbers like 0,0.2,0.4", param_hint="--temperatures")
+    try:
+        return TranscribeOptions(language=language, task=task, beam_size=beam_size,
+                                 initial_prompt=initial_prompt, condition_on_previous_text=not no_previous_text,
+                                 vad=not no_vad, word_timestamps=not no_word_timestamps, **kw)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @model_options
+@decode_options
 @click.option("--format", "fmt", type=click.Choice(["txt", "srt", "vtt", "json", "all"]), default="all",
               show_default=True, help="Output format(s).")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where outputs go, named after each input's stem (talk.mp3 -> DIR/talk.srt).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Files decoded together.")
-@click.option("--no-vad", is_flag=True, help="Decode every window, even without detected speech.")
-@click.option("--no-word-timestamps", is_flag=True, help="Skip word alignment (segment times only).")
-def transcribe(files, model, compute, threads, beam_size, language, fmt, output_dir, batch, no_vad,
-               no_word_timestamps):
+def transcribe(files, model, compute, threads, options, fmt, output_dir, batch):
     """Transcribe FILES directly (no queue, no catalog).
 
     A file that cannot be read is reported on one line naming it; the other files are
@@ -89,11 +140,8 @@ def transcribe(files, model, compute, threads, beam_size, language, fmt, output_
         scriptorium transcribe talk.mp3 lecture.mp4 --format srt -o subs/
     """
     from engine.api import Transcriber
-    from engine.options import TranscribeOptions
     from runner.transcribe_cmd import resolve_formats, transcribe_files
 
-    options = TranscribeOptions(beam_size=beam_size, language=language, vad=not no_vad,
-                                word_timestamps=not no_word_timestamps)
     transcriber = Transcriber(model=model, compute=compute, threads=threads)
     failed = transcribe_files(list(files), transcriber, options, resolve_formats(fmt), Path(output_dir), batch)
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
@@ -110,6 +158,33 @@ def data_options(func):
     return func
 
 
+def batch_option(func):
+    """--batch: files decoded together in one worker process."""
+    from runner.pool import DEFAULT_BATCH
+
+    return click.option("--batch", type=int, default=DEFAULT_BATCH, show_default=True,
+                        help="Files decoded together in one worker process (jobs run in 2 x N threads; "
+                             "8 was the fastest of 1/8/32 on CPU and GPU).")(func)
+
+
+def path_map_option(func):
+    """--path-map SRC=DST, repeatable."""
+    return click.option("--path-map", "path_map", multiple=True, metavar="SRC=DST",
+                        callback=lambda _c, _p, v: _path_map(v),
+                        help="Media under SRC in the catalog are at DST on this host (repeatable).")(func)
+
+
+def _path_map(values) -> tuple[tuple[str, str], ...]:
+    """SRC=DST options as (SRC, DST) pairs of absolute paths."""
+    pairs = []
+    for value in values:
+        src, sep, dst = value.partition("=")
+        if not sep or not src.startswith("/") or not dst.startswith("/"):
+            raise click.BadParameter(f"{value!r}: expected SRC=DST, two absolute paths", param_hint="--path-map")
+        pairs.append((src, dst))
+    return tuple(pairs)
+
+
 def _settings(data, db, redis_url, **kw):
     from runner.config import Settings
 
@@ -120,12 +195,6 @@ def _catalog(settings):
     from runner.db import Catalog
 
     return Catalog.open(settings.db_url)
-
-
-def _options(beam_size: int, language: str | None):
-    from engine.options import TranscribeOptions
-
-    return TranscribeOptions(beam_size=beam_size, language=language)
 
 
 def _claimed_queue(settings, catalog):
@@ -149,18 +218,23 @@ def _redis_or_embedded(settings):
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @data_options
 @model_options
+@decode_options
 @click.option("--workers", type=int, default=None, help="Worker processes (default: sized to the machine).")
 @click.option("--batch", type=int, default=None,
               help="Files decoded together per worker (default: 8, the fastest measured on CPU and GPU).")
 @click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
               help="Write subtitles under DATA/outputs/ (mirroring folders) or next to each media file.")
-def run(paths, data, db, redis_url, model, compute, threads, beam_size, language, workers, batch, outputs):
+@click.option("--wait-for-writes", "settle_wait", type=float, default=600, show_default=True, metavar="SECONDS",
+              help="How long to wait for files still being written (copied in just before) before leaving them.")
+def run(paths, data, db, redis_url, model, compute, threads, options, workers, batch, outputs, settle_wait):
     """Scan PATHS, transcribe everything new, and wait until done.
 
     Starts its own Redis (unless --redis is given), a pool of workers, shows one progress
     bar in audio minutes, and prints a summary. Run it again: nothing done is redone.
     Interrupted (Ctrl-C or kill -9)? Run it again; it resumes from the last finished window.
-    Exit code 0 when every media file is done, 1 if any failed.
+    Files still being written (copied in just before) are taken once they stop changing.
+    Exit code 0 when every media file found is done; 1 if any failed or was left, each
+    reason printed.
 
     Example:
 
@@ -171,7 +245,7 @@ def run(paths, data, db, redis_url, model, compute, threads, beam_size, language
     settings = _settings(data, db, redis_url, outputs=outputs)
     compute = "cpu" if compute == "auto" and not _has_gpu() else ("gpu" if compute == "auto" else compute)
     code = run_all(settings, [Path(p) for p in paths], workers, threads or None, compute, model,
-                   _options(beam_size, language), batch)
+                   options, batch, settle_wait)
     exit_now(code)
 
 
@@ -184,21 +258,24 @@ def _has_gpu() -> bool:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @data_options
-@click.option("--model", default=None, help="Re-queue files whose transcript came from another model.")
+@click.option("--model", default=None, envvar="SCRIPTORIUM_MODEL",
+              help="Model the jobs ask for; files whose transcript came from another model are queued again.")
+@decode_options
 @click.option("--no-queue", is_flag=True, help="Only record files in the catalog.")
-def scan(paths, data, db, redis_url, model, no_queue):
-    """Find media under PATHS and queue each new or changed file.
+def scan(paths, data, db, redis_url, model, options, no_queue):
+    """Find media under PATHS and queue each new or changed file, with the decode options given.
 
     Files are recognised by probing, not by extension; unreadable and non-media files are
-    recorded with the reason. Unchanged files that are done are skipped.
+    recorded with the reason. Unchanged files that are done are skipped. Files modified in the
+    last seconds may still be being written: they are left for the next scan, which says so.
 
     Example:
 
         scriptorium scan /mnt/archive --redis redis://queue-host:6379/0 --db postgresql://...
     """
     from engine.models import resolve_model
-    from runner.queue import enqueue
     from runner.scanner import Scanner
+    from runner.submit import submit
 
     settings = _settings(data, db, redis_url)
     catalog = _catalog(settings)
@@ -208,9 +285,7 @@ def scan(paths, data, db, redis_url, model, no_queue):
     if not no_queue and summary.to_queue:
         settings, embedded = _redis_or_embedded(settings)
         queue = _claimed_queue(settings, catalog)
-        options = _options(5, None).to_dict()
-        for media_id, duration in summary.to_queue:
-            enqueue(queue, media_id, options, model, duration)
+        submit(catalog, queue, summary.to_queue, options.to_dict(), model)
     click.echo(summary.line())
 
 
@@ -220,15 +295,15 @@ def scan(paths, data, db, redis_url, model, no_queue):
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 @click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
               help="Write subtitles under DATA/outputs/ or next to each media file.")
-@click.option("--batch", type=int, default=1, show_default=True,
-              help="Files decoded together in this process (jobs run in that many threads).")
-@click.option("--path-map", "path_map", multiple=True, metavar="SRC=DST", callback=lambda _c, _p, v: _path_map(v),
-              help="Media under SRC in the catalog are at DST on this host (repeatable).")
-def worker(data, db, redis_url, model, compute, threads, beam_size, language, burst, outputs, batch, path_map):
+@batch_option
+@path_map_option
+def worker(data, db, redis_url, model, compute, threads, burst, outputs, batch, path_map):
     """Take transcription jobs from the queue until stopped.
 
-    The model is loaded once. SIGTERM stops after the current window; the file goes back to
-    the queue and resumes there. A compute kind this machine lacks exits at once (code 1).
+    The model is loaded once. Each job is decoded with the options it was queued with (by `run`,
+    `scan` or the API), and files with the same options share model calls. SIGTERM stops after
+    the current window; the file goes back to the queue and resumes there. A compute kind this
+    machine lacks exits at once (code 1).
 
     Example:
 
@@ -248,46 +323,40 @@ def worker(data, db, redis_url, model, compute, threads, beam_size, language, bu
     exit_now(EXIT_OK)
 
 
-def _path_map(values) -> tuple[tuple[str, str], ...]:
-    """SRC=DST options as (SRC, DST) pairs of absolute paths."""
-    pairs = []
-    for value in values:
-        src, sep, dst = value.partition("=")
-        if not sep or not src.startswith("/") or not dst.startswith("/"):
-            raise click.BadParameter(f"{value!r}: expected SRC=DST, two absolute paths", param_hint="--path-map")
-        pairs.append((src, dst))
-    return tuple(pairs)
-
-
 @main.command()
 @data_options
 @click.option("--cpu", "n_cpu", type=int, default=0, help="CPU workers.")
 @click.option("--gpu", "n_gpu", type=int, default=0, help="GPU (CUDA) workers.")
 @click.option("--ane", "n_ane", type=int, default=0, help="Neural Engine workers (macOS).")
 @click.option("--threads", type=int, default=0, help="Threads per CPU worker (0: cores / workers).")
+@click.option("--model", default=None, envvar="SCRIPTORIUM_MODEL",
+              help="Model name or CTranslate2 Whisper folder (default: packaged tiny.en).")
+@click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
+              help="Write subtitles under DATA/outputs/ or next to each media file.")
+@batch_option
+@path_map_option
 @click.option("--burst", is_flag=True, help="Workers exit once the queue is empty.")
-def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, burst):
+def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, model, outputs, batch, path_map, burst):
     """Start a pool of workers of mixed kinds and wait for them.
+
+    Each child is a `scriptorium worker` with these options; the catalog and Redis URLs reach it
+    through its environment, never its command line (where `ps` would show their passwords).
 
     Example:
 
-        scriptorium workers --cpu 2 --gpu 1
+        scriptorium workers --cpu 2 --gpu 1 --batch 8
     """
     import os
-    import subprocess
 
-    from runner.pool import set_parent_death_signal
+    from runner.pool import PoolPlan, start_pool
 
-    settings = _settings(data, db, redis_url)
+    settings = _settings(data, db, redis_url, outputs=outputs, path_map=path_map)
     settings, embedded = _redis_or_embedded(settings)
-    kinds = ["cpu"] * n_cpu + ["gpu"] * n_gpu + ["ane"] * n_ane
+    kinds = ("cpu",) * n_cpu + ("gpu",) * n_gpu + ("ane",) * n_ane
     if not kinds:
         raise click.UsageError("ask for at least one worker: --cpu N, --gpu N or --ane N")
     per = threads or max(1, (os.cpu_count() or 1) // max(1, n_cpu))
-    cmds = [[sys.executable, "-m", "runner.cli", "worker", "--db", settings.db_url, "--redis", settings.redis_url,
-             "--data", str(settings.data_dir), "--compute", k, "--threads", str(per)] + (["--burst"] if burst else [])
-            for k in kinds]
-    procs = [subprocess.Popen(c, preexec_fn=set_parent_death_signal) for c in cmds]
+    procs = start_pool(settings, PoolPlan(kinds, per, batch), model, burst=burst)
     codes = [p.wait() for p in procs]
     if embedded is not None:
         embedded.stop()
@@ -380,15 +449,14 @@ def retry(data, db, redis_url):
         scriptorium retry
     """
     from runner.export import failed_to_queued
-    from runner.queue import enqueue
+    from runner.submit import resubmit
 
     settings = _settings(data, db, redis_url)
     catalog = _catalog(settings)
     settings, embedded = _redis_or_embedded(settings)
     queue = _claimed_queue(settings, catalog)
     ids = failed_to_queued(catalog)
-    for media_id, duration in ids:
-        enqueue(queue, media_id, _options(5, None).to_dict(), None, duration)
+    resubmit(catalog, queue, [media_id for media_id, _ in ids])  # with the options each was queued with
     click.echo(f"queued {len(ids)} failed files again")
 
 

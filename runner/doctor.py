@@ -29,16 +29,16 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from sqlalchemy import delete, func, select
 
-from engine.options import TranscribeOptions
 from engine.writers import FORMATS, safe_stem
 from runner import catalog as m
 from runner.config import Settings
 from runner.db import Catalog
 from runner.errors import RunnerError
 from runner.jobs import OUTPUTS_PENDING, output_dir_for, output_stem, write_media_outputs
-from runner.queue import enqueue, is_pending, job_id, queue_owner
+from runner.queue import is_pending, job_id, queue_owner
 from runner.reconcile import worker_dead
 from runner.status import Status
+from runner.submit import resubmit
 
 DELETED = "file deleted from the archive"
 DELETED_MARKS = ("file deleted",)  # DELETED, and the worker's "file deleted after scan"
@@ -125,7 +125,6 @@ class Doctor:
         self.catalog, self.settings, self.queue, self.repair = catalog, settings, queue, repair
         self.queue_error = queue_error
         self.findings: list[Finding] = []
-        self.options = TranscribeOptions().to_dict()
         self.handled: set[int] = set()  # media ids a check already took care of
         self.jobs = 0
 
@@ -144,7 +143,7 @@ class Doctor:
     def _enqueue(self, media: _Media) -> str:
         if self.queue is None:
             raise RunnerError("the queue is unreachable")
-        enqueue(self.queue, media.id, self.options, None, media.duration)
+        resubmit(self.catalog, self.queue, [media.id])  # with what its job asked for
         return "queued"
 
     def _media(self) -> list[_Media]:
@@ -271,8 +270,7 @@ class Doctor:
                 media.scan_root = row.scan_root
         if summary.busy:
             raise RunnerError("the file is still being written; run doctor again later")
-        for media_id, duration in summary.to_queue:
-            enqueue(self.queue, media_id, self.options, None, duration)
+        resubmit(self.catalog, self.queue, [media_id for media_id, _ in summary.to_queue])
         return "scanned again and queued" if summary.to_queue else f"scanned again ({summary.line()})"
 
     def _check_transcripts(self, by_id: dict[int, _Media]) -> None:

@@ -204,8 +204,7 @@ def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dic
     task = _resume_task(ctx.catalog, tid, FileTask(media.id, local, seek, window, tuple(prompt),
                                                    duration=media.duration))
     in_parts = task.parts is not None
-    server = ctx.server if ctx.server is not None and ctx.server.core.options == opts else None
-    events = server.stream(task) if server is not None else tr.stream([task], opts)
+    events = ctx.server.stream(task, options=opts) if ctx.server is not None else tr.stream([task], opts)
     try:
         for event in events:
             if isinstance(event, FilePlanned):  # a long file: stored before any of its parts' windows

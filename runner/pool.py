@@ -42,16 +42,29 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
         pass
 
 
-def worker_command(settings: Settings, compute: str, threads: int, model: str | None, batch: int = 1) -> list[str]:
-    cmd = [sys.executable, "-m", "runner.cli", "worker", "--burst", "--data", str(settings.data_dir),
-           "--db", settings.db_url, "--redis", settings.redis_url, "--compute", compute,
+def worker_command(settings: Settings, compute: str, threads: int, model: str | None, batch: int = DEFAULT_BATCH,
+                   burst: bool = True) -> list[str]:
+    """A `scriptorium worker` command line for these settings. The catalog and Redis URLs are not on
+    it (`ps` shows every user the arguments, passwords included): see worker_env."""
+    cmd = [sys.executable, "-m", "runner.cli", "worker", "--data", str(settings.data_dir), "--compute", compute,
            "--threads", str(threads), "--outputs", settings.outputs, "--batch", str(batch)]
-    return cmd + (["--model", model] if model else [])
+    cmd += ["--burst"] if burst else []
+    cmd += ["--model", model] if model else []
+    for src, dst in settings.path_map:
+        cmd += ["--path-map", f"{src}={dst}"]
+    return cmd
 
 
-def start_pool(settings: Settings, plan: PoolPlan, model: str | None) -> list[subprocess.Popen]:
-    return [subprocess.Popen(worker_command(settings, kind, plan.threads, model, plan.batch), stdin=subprocess.DEVNULL,
-                             preexec_fn=set_parent_death_signal) for kind in plan.kinds]
+def worker_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with the catalog and Redis URLs the workers read (their
+    SCRIPTORIUM_DB and SCRIPTORIUM_REDIS): a process's environment is readable by its user only."""
+    return {**os.environ, "SCRIPTORIUM_DB": settings.db_url, "SCRIPTORIUM_REDIS": settings.redis_url or ""}
+
+
+def start_pool(settings: Settings, plan: PoolPlan, model: str | None, burst: bool = True) -> list[subprocess.Popen]:
+    env = worker_env(settings)
+    return [subprocess.Popen(worker_command(settings, kind, plan.threads, model, plan.batch, burst), env=env,
+                             stdin=subprocess.DEVNULL, preexec_fn=set_parent_death_signal) for kind in plan.kinds]
 
 
 def stop_pool(pool: list[subprocess.Popen]) -> None:

@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from runner import catalog as m
 from runner.db import Catalog
-from runner.queue import enqueue, is_pending
+from runner.queue import is_pending
+from runner.submit import resubmit
 from runner.status import Status
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def release_abandoned(catalog: Catalog, queue: Queue) -> int:
             queue.connection.zrem(registry.key, *[k for k in queue.connection.zrange(registry.key, 0, -1)
                                                   if k.decode().startswith(job_id + ":")])
             continue
+        if not job.worker_name:
+            continue  # being taken: rq registers the start before it names the worker (a live job)
         if worker_dead(catalog, job.worker_name):
             registry.remove_executions(job)
             job.delete()
@@ -71,16 +74,11 @@ def release_abandoned(catalog: Catalog, queue: Queue) -> int:
     return released
 
 
-def requeue_orphans(catalog: Catalog, queue: Queue, options: dict, model: str | None) -> int:
-    """Enqueue every queued or running file that has no live job; returns how many."""
+def requeue_orphans(catalog: Catalog, queue: Queue) -> int:
+    """Enqueue every queued or running file that has no live job, with the options and model its
+    job asked for (recorded by runner.submit); returns how many."""
     release_abandoned(catalog, queue)
     with catalog.read() as session:
-        rows = session.execute(
-            select(m.MediaFile.id, m.MediaFile.duration)
-            .where(m.MediaFile.status.in_([Status.queued, Status.running]))).all()
-    count = 0
-    for media_id, duration in rows:
-        if not is_pending(queue, media_id):
-            enqueue(queue, media_id, options, model, duration)
-            count += 1
-    return count
+        ids = session.scalars(select(m.MediaFile.id)
+                              .where(m.MediaFile.status.in_([Status.queued, Status.running]))).all()
+    return resubmit(catalog, queue, [i for i in ids if not is_pending(queue, i)])

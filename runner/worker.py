@@ -138,6 +138,7 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     names = [name] if batch <= 1 else [f"{name}.{i}" for i in range(batch * LOOKAHEAD)]
     for each in names:
         catalog.heartbeat_worker(each, transcriber.backend.compute, socket.gethostname(), os.getpid())
+    # one server for every job's options: windows share calls where their options agree
     server = transcriber.window_server(TranscribeOptions(), batch) if batch > 1 else None
     jobs.set_context(jobs.WorkerContext(settings, catalog, transcriber, name, server))
     queue = job_queue(connection, settings.queue_name)
@@ -148,7 +149,7 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     try:
         if burst:  # a `run` that started this worker before its scan: wait for its jobs
             wait_while_held(connection, settings.queue_name)
-        requeue_orphans(catalog, queue, TranscribeOptions().to_dict(), model)
+        requeue_orphans(catalog, queue)
         if server is None:
             _worker(ScriptoriumWorker, queue, name).work(burst=burst, logging_level=level)
         else:

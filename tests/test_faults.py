@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -174,12 +175,13 @@ class Rig:
         assert res.returncode == 0 and f"{1 + len(SHORT)} new" in res.stdout, res.stdout + res.stderr
 
     def start_workers(self, n: int = 2) -> list[subprocess.Popen]:
-        """n `worker --burst` processes (one thread each: the machine has two cores), logging to files."""
+        """n `worker --burst` processes (one thread each: the machine has two cores), logging to files.
+        One file at a time (--batch 1): the scenarios need files waiting in the queue while one decodes."""
         started = []
         for _ in range(n):
             log = open(self.tmp / f"worker-{len(self.procs)}.log", "wb")
             proc = subprocess.Popen(cli_cmd("worker", "--burst", "--compute", "cpu", "--threads", "1",
-                                            *self.common()),
+                                            "--batch", "1", *self.common()),
                                     cwd=REPO, env=_env(), stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             proc.log_path = log.name
@@ -298,14 +300,15 @@ def reference(tmp_path_factory, shared_audio_dir) -> CatalogState:
 
 
 def worker_pid(redis_url: str, media_id: int) -> int:
-    """The pid of the worker running a media file's job (worker names are host.pid.compute)."""
+    """The pid of the worker running a media file's job (worker names are host.pid.compute, and
+    host.pid.compute.thread in a batching worker)."""
     from rq.job import Job
     from rq.serializers import JSONSerializer
 
     from runner.queue import connect, job_id
 
     job = Job.fetch(job_id(media_id), connection=connect(redis_url), serializer=JSONSerializer)
-    return int(job.worker_name.rsplit(".", 2)[1])
+    return int(re.search(r"\.(\d+)\.[a-z]+(\.\d+)?$", job.worker_name).group(1))
 
 
 def queue_state(redis_url: str) -> tuple[int, int]:

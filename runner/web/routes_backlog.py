@@ -46,7 +46,7 @@ def retry(request: Request) -> Response:
     enqueued, error = "0", ""
     if ids and config.redis_url:
         try:
-            _enqueue(config, ids)
+            _enqueue(catalog, config, ids)
             enqueued = "1"
         except Exception as exc:  # noqa: BLE001 - Redis down: the files stay queued in the catalog
             error = type(exc).__name__
@@ -54,13 +54,11 @@ def retry(request: Request) -> Response:
     return RedirectResponse(f"/backlog?{query}", status_code=303)
 
 
-def _enqueue(config, ids) -> None:
-    from engine.options import TranscribeOptions
-    from runner.queue import connect, enqueue, job_queue
+def _enqueue(catalog, config, ids) -> None:
+    from runner.queue import connect, job_queue
+    from runner.submit import resubmit
 
-    queue = job_queue(connect(config.redis_url), config.queue_name)
-    for media_id, duration in ids:
-        enqueue(queue, media_id, TranscribeOptions().to_dict(), None, duration)
+    resubmit(catalog, job_queue(connect(config.redis_url), config.queue_name), [i for i, _ in ids])
 
 
 def routes() -> list[Route]:
