@@ -17,23 +17,26 @@ from engine.options import TranscribeOptions
 from runner.config import Settings
 from runner.embedded_redis import ensure_redis
 from runner.pool import PoolPlan, plan_pool, start_pool, stop_pool
-from runner.queue import claim_queue, connect, enqueue, held, job_queue
+from runner.queue import claim_queue, connect, held, job_queue
+
+SETTLE_WAIT_S = 600.0  # how long `run` waits for files still being written before it leaves them
 
 
 def run(settings: Settings, paths: list[Path], workers: int | None = None, threads: int | None = None,
         compute: str = "cpu", model: str | None = None, options: TranscribeOptions | None = None,
-        batch: int | None = None) -> int:
-    """Do the whole job on this machine; returns the exit code (1 if any file failed)."""
+        batch: int | None = None, settle_wait: float = SETTLE_WAIT_S) -> int:
+    """Do the whole job on this machine; returns the exit code (1 if any file failed or was left)."""
     options = options or TranscribeOptions()
     settings, embedded = ensure_redis(settings)
     try:
-        return _run(settings, paths, plan_pool(workers, threads, compute, batch), model, options)
+        return _run(settings, paths, plan_pool(workers, threads, compute, batch), model, options, settle_wait)
     finally:
         if embedded is not None:
             embedded.stop()
 
 
-def _run(settings: Settings, paths: list[Path], plan: PoolPlan, model: str | None, options: TranscribeOptions) -> int:
+def _run(settings: Settings, paths: list[Path], plan: PoolPlan, model: str | None, options: TranscribeOptions,
+         settle_wait: float) -> int:
     started, tty = time.monotonic(), sys.stderr.isatty()
     spec = resolve_model(model, settings.models_dir)
     queue = job_queue(connect(settings.redis_url), settings.queue_name)
@@ -46,16 +49,20 @@ def _run(settings: Settings, paths: list[Path], plan: PoolPlan, model: str | Non
                 from runner.reconcile import requeue_orphans
                 from runner.run_progress import summarize, watch
                 from runner.scanner import Scanner
+                from runner.submit import submit
 
                 catalog = stack.enter_context(contextlib.closing(Catalog.open(settings.db_url)))
                 claim_queue(queue.connection, settings.queue_name, catalog.identity(),
                             catalog.url.render_as_string(hide_password=True))
-                summary = Scanner(catalog, spec.sha256).scan(paths, progress=tty)
+                scanner = Scanner(catalog, spec.sha256)
+                summary = scanner.scan(paths, progress=tty)
                 print(f"scan: {summary.line()}", file=sys.stderr)
                 # longest first: the long files start together and the short ones fill the batch around them
-                for media_id, duration in sorted(summary.to_queue, key=lambda item: -(item[1] or 0)):
-                    enqueue(queue, media_id, options.to_dict(), model, duration)
-                requeue_orphans(catalog, queue, options.to_dict(), model)
+                submit(catalog, queue, sorted(summary.to_queue, key=lambda item: -(item[1] or 0)),
+                       options.to_dict(), model)
+                if summary.busy:  # copied in just before: wait for them while the workers start on the rest
+                    _take_settled(scanner, summary, catalog, queue, options, model, settle_wait)
+                requeue_orphans(catalog, queue)
             except BaseException:
                 stop_pool(pool)
                 raise
@@ -68,4 +75,20 @@ def _run(settings: Settings, paths: list[Path], plan: PoolPlan, model: str | Non
             stop_pool(pool)
             print("interrupted: run again to finish (nothing done is lost)", file=sys.stderr)
             return 130
-        return summarize(catalog, ids, time.monotonic() - started)
+        return summarize(catalog, ids, time.monotonic() - started, summary)
+
+
+def _take_settled(scanner, summary, catalog, queue, options: TranscribeOptions, model: str | None,
+                  wait: float) -> None:
+    """Queue the files still being written once each has settled (waiting up to `wait` s)."""
+    from runner.scanner import SETTLE_SECONDS
+    from runner.submit import submit
+
+    print(f"waiting for {summary.busy} file(s) still being written (no change for "
+          f"{SETTLE_SECONDS:.0f} s counts as complete)", file=sys.stderr)
+    known = len(summary.to_queue)
+    scanner.take_settled(summary, wait)
+    submit(catalog, queue, summary.to_queue[known:], options.to_dict(), model)
+    if summary.busy:
+        print(f"{summary.busy} file(s) still changing after {wait:.0f} s, left for the next run: "
+              + ", ".join(str(p) for p, _ in summary.busy_paths[:3]), file=sys.stderr)

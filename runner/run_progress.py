@@ -53,8 +53,9 @@ def watch(catalog: Catalog, ids: list[int], pool: list[subprocess.Popen], tty: b
     bar.close()
 
 
-def summarize(catalog: Catalog, ids: list[int], wall: float) -> int:
-    """Print the run's summary line (and each failed file); the exit code: 1 if any file failed or is unfinished."""
+def summarize(catalog: Catalog, ids: list[int], wall: float, scan=None) -> int:
+    """Print the run's summary line (and each failed file); the exit code: 1 if any file failed or is
+    unfinished, or the scan (a runner.scanner.ScanSummary) found media it could not take (see explain)."""
     with catalog.read() as session:
         rows = session.execute(select(m.MediaFile.path, m.MediaFile.status, m.MediaFile.error, m.MediaFile.duration)
                                .where(m.MediaFile.id.in_(ids))).all() if ids else []
@@ -67,4 +68,21 @@ def summarize(catalog: Catalog, ids: list[int], wall: float) -> int:
           f"{audio / 3600:.2f} h of audio in {wall:.0f} s{speed}")
     for r in failed:
         print(f"failed: {r.path}: {r.error}", file=sys.stderr)
-    return 1 if failed or unfinished else 0
+    left = explain(scan, bool(ids)) if scan is not None else 0
+    return 1 if failed or unfinished or left else 0
+
+
+def explain(scan, queued: bool) -> int:
+    """Say why media files the scan found were not done by this run; returns how many were not.
+    A run must never end with 0 having silently done nothing (issue 18: files still being copied)."""
+    if scan.busy:
+        print(f"not done: {scan.busy} file(s) still being written; run again once they are complete", file=sys.stderr)
+    if scan.unchanged_failed:
+        print(f"not done: {scan.unchanged_failed} file(s) failed in an earlier run ('scriptorium status' says why, "
+              "'scriptorium retry' queues them again)", file=sys.stderr)
+    if not queued and not scan.busy and not scan.unchanged_failed:
+        if scan.unchanged_done:
+            print(f"nothing new: all {scan.unchanged_done} media file(s) were transcribed before", file=sys.stderr)
+        else:
+            print(f"no media files found ({scan.not_media} not media, {scan.failed} unreadable)", file=sys.stderr)
+    return scan.busy + scan.unchanged_failed

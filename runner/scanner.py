@@ -46,10 +46,22 @@ class ScanSummary:
     failed: int = 0
     busy: int = 0
     to_queue: list[tuple[int, float | None]] = field(default_factory=list)
+    busy_paths: list[tuple[Path, Path]] = field(default_factory=list)  # (file, its scan root), still being written
+    unchanged_done: int = 0  # unchanged files already transcribed (nothing to do)
+    unchanged_failed: int = 0  # unchanged files whose attempts ran out earlier (`retry` queues them)
 
     def line(self) -> str:
+        busy = f"{self.busy} still being written" + (" (left for the next scan)" if self.busy else "")
         return (f"{self.new} new, {self.changed} changed, {self.unchanged} unchanged, {self.moved} moved, "
-                f"{self.not_media} not media, {self.failed} failed, {self.busy} still being written")
+                f"{self.not_media} not media, {self.failed} failed, {busy}")
+
+
+def _quiet_for(path: Path) -> float:
+    """Seconds since the file last changed (0 if it cannot be read: _stat reports that)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return SETTLE_SECONDS
 
 
 def walk(root: Path) -> Iterator[Path]:
@@ -127,9 +139,25 @@ class Scanner:
                 self._scan_chunk(chunk, scan_root, summary, pool)
         return summary
 
+    def take_settled(self, summary: ScanSummary, wait: float, poll: float = 0.25) -> None:
+        """Wait up to `wait` seconds for the files still being written (summary.busy_paths) and scan
+        each as soon as it has settled (no change for SETTLE_SECONDS), into the same summary. A
+        one-shot `run` needs this: a folder copied just before it would otherwise be skipped."""
+        deadline = time.monotonic() + wait
+        with ThreadPoolExecutor(PROBE_THREADS) as pool:
+            while summary.busy_paths:
+                ready = [(p, r) for p, r in summary.busy_paths if _quiet_for(p) >= SETTLE_SECONDS]
+                summary.busy_paths = [item for item in summary.busy_paths if item not in ready]
+                summary.busy -= len(ready)
+                for root in dict.fromkeys(r for _, r in ready):  # a file busy again is put back by _stat
+                    self._scan_chunk([p for p, r in ready if r == root], root, summary, pool)
+                if not summary.busy_paths or time.monotonic() >= deadline:
+                    return
+                time.sleep(poll)
+
     def _scan_chunk(self, paths: list[Path], root: Path, summary: ScanSummary, pool: ThreadPoolExecutor) -> None:
         """Settle the known, unchanged files of a chunk; probe the others in the pool and record them."""
-        stats = [(path, st) for path in paths if (st := self._stat(path, summary)) is not None]
+        stats = [(path, st) for path in paths if (st := self._stat(path, summary, root)) is not None]
         paths.clear()
         if not stats:
             return
@@ -164,8 +192,7 @@ class Scanner:
             session.flush()
             summary.to_queue.extend((row.id, duration) for row, duration in queued)
 
-    @staticmethod
-    def _stat(path: Path, summary: ScanSummary) -> os.stat_result | None:
+    def _stat(self, path: Path, summary: ScanSummary, root: Path) -> os.stat_result | None:
         """The file's stat, or None (counted) when it cannot be read or may still be being written."""
         try:
             st = path.stat()
@@ -175,6 +202,7 @@ class Scanner:
             return None
         if time.time() - st.st_mtime < SETTLE_SECONDS:
             summary.busy += 1
+            summary.busy_paths.append((path, root))
             return None
         return st
 
@@ -184,6 +212,10 @@ class Scanner:
                 (row.status == Status.done and self.model_hash and not self._done_with_model(row.id)):
             requeue.append(row.id)  # set to queued by the caller, for the whole chunk at once
             summary.to_queue.append((row.id, row.duration))
+        elif row.status == Status.done:
+            summary.unchanged_done += 1
+        elif row.status == Status.failed:
+            summary.unchanged_failed += 1
 
     def _done_with_model(self, media_id: int) -> bool:
         with self.catalog.read() as session:
