@@ -42,16 +42,18 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
         pass
 
 
-def worker_command(settings: Settings, compute: str, threads: int, model: str | None, batch: int = 1) -> list[str]:
-    cmd = [sys.executable, "-m", "runner.cli", "worker", "--burst", "--data", str(settings.data_dir),
+def worker_command(settings: Settings, compute: str, threads: int, model: str | None, batch: int = 1,
+                   burst: bool = True) -> list[str]:
+    cmd = [sys.executable, "-m", "runner.cli", "worker", "--data", str(settings.data_dir),
            "--db", settings.db_url, "--redis", settings.redis_url, "--compute", compute,
            "--threads", str(threads), "--outputs", settings.outputs, "--batch", str(batch)]
-    return cmd + (["--model", model] if model else [])
+    return cmd + (["--burst"] if burst else []) + (["--model", model] if model else [])
 
 
-def start_pool(settings: Settings, plan: PoolPlan, model: str | None) -> list[subprocess.Popen]:
-    return [subprocess.Popen(worker_command(settings, kind, plan.threads, model, plan.batch), stdin=subprocess.DEVNULL,
-                             preexec_fn=set_parent_death_signal) for kind in plan.kinds]
+def start_pool(settings: Settings, plan: PoolPlan, model: str | None, burst: bool = True) -> list[subprocess.Popen]:
+    """Workers that exit once the queue is empty (burst, for `run`) or that wait for jobs (`serve --workers`)."""
+    return [subprocess.Popen(worker_command(settings, kind, plan.threads, model, plan.batch, burst),
+                             stdin=subprocess.DEVNULL, preexec_fn=set_parent_death_signal) for kind in plan.kinds]
 
 
 def stop_pool(pool: list[subprocess.Popen]) -> None:
