@@ -22,7 +22,7 @@ from runner import catalog as m
 from runner.web.api_errors import ApiError
 from runner.web.api_store import media_of
 from runner.web.api_submit import options_from, require_workers, submit_upload
-from runner.web.uploads import receive_form
+from runner.web.uploads import receive_form, refuse_announced
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
@@ -92,6 +92,7 @@ def render(catalog, media_id: int, fmt: str, granularities: set[str], task: str)
 async def _audio(request: Request, task: str, kind: str) -> Response:
     """Check for a worker, receive the upload, queue it, wait for it, answer in the asked format."""
     config, catalog = request.app.state.api, request.app.state.catalog
+    refuse_announced(request, config.max_upload)
     await run_in_threadpool(require_workers, catalog, config)
     form = await receive_form(request, config.uploads_dir, config.max_upload)
     try:

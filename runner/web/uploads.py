@@ -117,14 +117,19 @@ class _Sink:
             self.form.discard()
 
 
+def refuse_announced(request: Request, limit: int) -> None:
+    """413 for a body whose Content-Length is already over the limit, before a byte of it is read."""
+    announced = request.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > limit + FIELDS_LIMIT:
+        raise too_large(limit)
+
+
 async def receive_form(request: Request, folder: Path, limit: int) -> Form:
     """Read a multipart/form-data body: text fields, and the `file` part streamed to folder/.partial-*."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(415, "send multipart/form-data (curl -F file=@talk.mp3)", "unsupported_media_type")
-    announced = request.headers.get("content-length", "")
-    if announced.isdigit() and int(announced) > limit + FIELDS_LIMIT:
-        raise too_large(limit)  # before a byte of it is read
+    refuse_announced(request, limit)
     sink = _Sink(folder, limit)
     parser = MultipartParser(params[b"boundary"], sink.callbacks())
     received, ok = 0, False
