@@ -447,7 +447,7 @@ models.add_command(convert)
 @click.option("--port", type=int, default=8765, show_default=True, help="Port to listen on.")
 @click.option("--token", default=None, envvar="SCRIPTORIUM_API_TOKEN",
               help="Bearer token every request must carry (required off loopback; also SCRIPTORIUM_API_TOKEN).")
-@click.option("--workers", type=int, default=0, show_default=True,
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes to start with serve (and stop with it); 0: run `scriptorium worker` yourself.")
 @click.option("--model", default=None, envvar="SCRIPTORIUM_MODEL", help="Model of the started workers.")
 @click.option("--compute", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,

@@ -16,6 +16,7 @@ import openai
 import pytest
 import srt
 import webvtt
+from sqlalchemy.exc import OperationalError
 
 from engine.evaluation import word_errors
 from runner.config import sqlite_url_for
@@ -33,6 +34,14 @@ class Serve:
         self.client = openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed-on-loopback", max_retries=0)
 
 
+def alive(catalog: Catalog) -> bool:
+    """A worker has beaten its heart (False while serve is still creating the tables)."""
+    try:
+        return bool(catalog.alive_workers(30))
+    except OperationalError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`scriptorium serve --workers 1` on a claimed Redis database and a fresh data folder, its worker up."""
@@ -44,7 +53,7 @@ def served(tmp_path_factory):
     catalog = None
     try:
         deadline = time.monotonic() + 120
-        while catalog is None or not catalog.alive_workers(30):
+        while catalog is None or not alive(catalog):
             assert proc.poll() is None, "serve exited"
             assert time.monotonic() < deadline, "no worker came up within 120 s"
             time.sleep(0.2)

@@ -44,6 +44,8 @@ async def wait_for(request: Request, job_id: str) -> tuple[int, str]:
         media_id, status = await run_in_threadpool(media_of, catalog, job_id)
         if status in ("done", "failed"):
             return media_id, status
+        if await request.is_disconnected():
+            raise ApiError(499, "the client left; the job goes on", "client_closed", job_id=job_id)
         if time.monotonic() >= deadline:
             raise ApiError(504, f"no transcript after {config.wait_timeout:g} s; the job goes on: "
                                 f"GET /v1/jobs/{job_id}", "job_pending", job_id=job_id)

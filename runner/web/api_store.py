@@ -116,9 +116,13 @@ def media_of(catalog: Catalog, job_id: str) -> tuple[int, str] | None:
 def settle_jobs(catalog: Catalog) -> list[str]:
     """Jobs whose file is now done or failed take that status for good; each with a callback URL gets a
     pending delivery whose body (the job as GET shows it) is fixed now. Returns the settled ids."""
+    ended = select(m.ApiJob, m.MediaFile).join(m.MediaFile).where(
+        m.ApiJob.status.not_in(FINAL), m.MediaFile.status.in_(FINAL))
+    with catalog.read() as session:  # most rounds find nothing: no write lock taken for them
+        if session.execute(ended.limit(1)).first() is None:
+            return []
     with catalog.write() as session:
-        rows = session.execute(select(m.ApiJob, m.MediaFile).join(m.MediaFile).where(
-            m.ApiJob.status.not_in(FINAL), m.MediaFile.status.in_(FINAL))).all()
+        rows = session.execute(ended).all()
         now = m.utcnow()
         for job, media in rows:
             job.status, job.finished_at = media.status, now
