@@ -217,3 +217,16 @@ def test_streamed_upload_over_the_limit_gets_413_and_its_partial_file_is_deleted
     assert 4 * 1024**2 < sent < 512 * 1024**2, sent
     assert (data / "uploads").is_dir(), "the upload never reached the disk: the count was not what stopped it"
     assert leftovers(data) == []
+
+
+def test_partial_uploads_of_a_killed_serve_are_cleared_at_start(tmp_path, redis_url):
+    uploads = tmp_path / "data" / "uploads"
+    uploads.mkdir(parents=True)
+    for name in (".partial-old", ".partial-fresh", "job_1-kept.wav"):
+        (uploads / name).write_bytes(b"x")
+    hours_ago = time.time() - 7200
+    for name in (".partial-old", "job_1-kept.wav"):
+        os.utime(uploads / name, (hours_ago, hours_ago))
+    with api_app(tmp_path / "data", redis_url):
+        pass
+    assert leftovers(tmp_path / "data") == [".partial-fresh", "job_1-kept.wav"]

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from runner.queue import connect, job_queue
 from runner.web import api_jobs, api_openai
 from runner.web.api_store import settle_jobs
+from runner.web.uploads import remove_stale_partials
 from runner.web.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ async def monitor(app) -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(app):
-    """Connect to the queue and run the monitor while the app serves."""
+    """Connect to the queue, clear partial uploads of a killed serve, run the monitor while the app serves."""
     config = app.state.api
+    await run_in_threadpool(remove_stale_partials, config.uploads_dir)
     app.state.queue = await run_in_threadpool(lambda: job_queue(connect(config.redis_url), config.queue_name))
     task = asyncio.create_task(monitor(app))
     try:

@@ -41,7 +41,10 @@ async def wait_for(request: Request, job_id: str) -> tuple[int, str]:
     config, catalog = request.app.state.api, request.app.state.catalog
     deadline = time.monotonic() + config.wait_timeout
     while True:
-        media_id, status = await run_in_threadpool(media_of, catalog, job_id)
+        found = await run_in_threadpool(media_of, catalog, job_id)
+        if found is None:
+            raise ApiError(404, "the job's file left the catalog", "job_not_found", job_id=job_id)
+        media_id, status = found
         if status in ("done", "failed"):
             return media_id, status
         if await request.is_disconnected():

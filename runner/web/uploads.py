@@ -7,6 +7,7 @@ partial file deleted; so is a body that breaks off or does not parse.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,19 @@ class Form:
         if self.file is not None:
             self.file.unlink(missing_ok=True)
             self.file = None
+
+
+def remove_stale_partials(folder: Path, older_than: float = 3600.0) -> int:
+    """Delete partial uploads left by a serve that was killed mid-upload; returns how many."""
+    removed = 0
+    for path in folder.glob(".partial-*") if folder.is_dir() else ():
+        try:
+            if time.time() - path.stat().st_mtime > older_than:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def too_large(limit: int) -> ApiError:
