@@ -211,8 +211,8 @@ def test_streamed_upload_over_the_limit_gets_413_and_its_partial_file_is_deleted
     boundary = "scriptoriumtest"
     data = tmp_path / "data"
     with api_app(data, redis_url, max_upload=4 * 1024**2) as (url, _):
-        status, response, sent = raw_post(url, "/v1/jobs", {"Content-Type": f"multipart/form-data; boundary={boundary}"},
-                                          huge_multipart(3 * GB, boundary), None)
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        status, response, sent = raw_post(url, "/v1/jobs", headers, huge_multipart(3 * GB, boundary), None)
     assert status == 413, response
     assert 4 * 1024**2 < sent < 512 * 1024**2, sent
     assert (data / "uploads").is_dir(), "the upload never reached the disk: the count was not what stopped it"
