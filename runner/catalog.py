@@ -211,3 +211,41 @@ class WorkerInfo(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class ApiJob(Base):
+    """One request of the HTTP API (runner.web): which media file it queued, with which options, and
+    where its callback goes. Its status follows the media file's until it is done or failed."""
+
+    __tablename__ = "api_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # job_<32 hex>, given to the client
+    media_id: Mapped[int] = mapped_column(ForeignKey("media_files.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # transcription, translation (OpenAI routes) or job
+    source: Mapped[str] = mapped_column(String(16))  # upload or path
+    filename: Mapped[str] = mapped_column(Text)  # as the client named it
+    options: Mapped[dict] = mapped_column(JSON, default=dict)  # engine.options.TranscribeOptions.to_dict()
+    status: Mapped[Status] = mapped_column(StatusType, default=Status.queued, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookDelivery(Base):
+    """One signed callback of an API job: the exact body, its state (pending, delivered, failed),
+    when it is next tried, and a log of every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("api_jobs.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(32))  # job.done or job.failed
+    body: Mapped[str] = mapped_column(Text)  # signed as sent, the same on every attempt
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts_log: Mapped[list] = mapped_column(JSON, default=list)  # {at, status, error} per attempt
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

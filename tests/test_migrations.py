@@ -18,7 +18,8 @@ from runner.db import MIGRATIONS_DIR, Catalog, alembic_config, check, upgrade
 from runner.errors import CatalogError
 from tests.test_catalog import empty_db_url, pg_dsn  # noqa: F401
 
-TABLES = {"media_files", "transcripts", "transcript_parts", "segments", "words", "workers"}
+TABLES = {"media_files", "transcripts", "transcript_parts", "segments", "words", "workers", "api_jobs",
+          "webhook_deliveries"}
 
 
 def table_names(url: str) -> set[str]:

@@ -479,10 +479,11 @@ def test_other_host_names_are_refused(server):
 def test_serve_command_listens_on_loopback(archive, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTORIUM_")}
+    # --data: serve keeps uploads and its embedded Redis (the /v1 API's queue) in a data folder
     proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--db",
                              archive.catalog.url.render_as_string(hide_password=False),
-                             "--port", str(port)], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--data", str(tmp_path / "data"), "--port", str(port)], cwd=REPO, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while True:

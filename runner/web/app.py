@@ -17,6 +17,9 @@ from starlette.templating import Jinja2Templates
 
 from runner.db import Catalog
 from runner.web import routes_backlog, routes_media, routes_search
+from runner.web.api_config import ApiConfig
+from runner.web.api_errors import ApiError, api_error_handler, error_response
+from runner.web.auth import TokenAuth
 from runner.web.queries import clock, duration_words
 
 HERE = Path(__file__).resolve().parent
@@ -81,7 +84,9 @@ def _static_route() -> Route:
 
 
 async def _error(request: Request, exc: HTTPException) -> Response:
-    """An HTML page for 404s and other HTTP errors, with the same status."""
+    """An HTML page for 404s and other HTTP errors, with the same status (JSON under /v1/)."""
+    if request.url.path.startswith("/v1/"):
+        return error_response(ApiError(exc.status_code, str(exc.detail)))
     templates: Jinja2Templates = request.app.state.templates
     detail = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, exc.detail)
     return templates.TemplateResponse(request, "error.html", {"status": exc.status_code, "detail": detail, "nav": ""},
@@ -89,14 +94,22 @@ async def _error(request: Request, exc: HTTPException) -> Response:
 
 
 def create_app(catalog: Catalog, redis_url: str | None = None, queue_name: str = "scriptorium",
-               host: str = "127.0.0.1") -> Starlette:
+               host: str = "127.0.0.1", api: ApiConfig | None = None) -> Starlette:
     """The web app over `catalog`. Bound to a loopback address, it also refuses other Host names
-    (DNS rebinding); retried files are enqueued on `redis_url` when given."""
+    (DNS rebinding); retried files are enqueued on `redis_url` when given. With `api`, the /v1 routes
+    (OpenAI's audio API and jobs) are served too, behind its token when it has one."""
+    from runner.web import api as v1
+
     routes = [*routes_search.routes(), *routes_media.routes(), *routes_backlog.routes(), _static_route()]
     middleware = [Middleware(SecurityHeaders)]
+    if api is not None and api.token:
+        middleware.append(Middleware(TokenAuth, token=api.token))
     if host in LOOPBACK_NAMES:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_NAMES)))
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: _error})
+    handlers = {HTTPException: _error, ApiError: api_error_handler}
+    app = Starlette(routes=routes + (v1.routes() if api is not None else []), middleware=middleware,
+                    exception_handlers=handlers, lifespan=v1.lifespan if api is not None else None)
+    app.state.api = api
     app.state.catalog = catalog
     app.state.templates = _templates()
     app.state.config = WebConfig(redis_url, queue_name)

@@ -43,12 +43,11 @@ def media_file(request: Request) -> Response:
     return FileResponse(path, media_type=media_kind(row.path)[1], headers={"cache-control": "no-cache"})
 
 
-def _render(request: Request, fmt: str) -> tuple[str, str]:
-    """(text of the transcript in `fmt`, download file name); 404 without a finished transcript."""
-    catalog, media_id = request.app.state.catalog, _media_id(request)
+def render_transcript(catalog, media_id: int, fmt: str) -> tuple[str, str] | None:
+    """(text of the finished transcript in `fmt`: srt, vtt, json or txt; a download file name), or None."""
     info = catalog.transcript_info(media_id)
     if info is None:
-        raise HTTPException(404)
+        return None
     segments = catalog.transcript_segments(media_id)
     buf = io.StringIO()
     if fmt == "srt":
@@ -60,6 +59,14 @@ def _render(request: Request, fmt: str) -> tuple[str, str]:
     else:
         write_txt(segments, buf)
     return buf.getvalue(), f"{safe_stem(Path(info.path).stem)}.{fmt}"
+
+
+def _render(request: Request, fmt: str) -> tuple[str, str]:
+    """(text of the transcript in `fmt`, download file name); 404 without a finished transcript."""
+    rendered = render_transcript(request.app.state.catalog, _media_id(request), fmt)
+    if rendered is None:
+        raise HTTPException(404)
+    return rendered
 
 
 def subtitles(request: Request) -> Response:
