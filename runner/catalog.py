@@ -94,6 +94,8 @@ class MediaFile(Base):
     # what the file's job asks for (TranscribeOptions.to_dict(), model name): a re-queue asks the same
     job_options: Mapped[dict | None] = mapped_column(JSON)
     job_model: Mapped[str | None] = mapped_column(String(255))
+    # the transcript is done but its SRT/VTT/JSON/TXT are not written yet: where they go ("data", "beside")
+    outputs_pending: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     scanned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -119,6 +121,8 @@ class Transcript(Base):
     language: Mapped[str | None] = mapped_column(String(16))
     language_probability: Mapped[float | None] = mapped_column(Double)
     status: Mapped[Status] = mapped_column(StatusType, default=Status.running)  # running/done
+    attempt: Mapped[str | None] = mapped_column(String(32))  # the attempt (job run) that owns it now
+    owner: Mapped[str | None] = mapped_column(String(255))  # that attempt's worker
     next_window: Mapped[int] = mapped_column(Integer, default=0)  # resume point: first window to do
     next_seek: Mapped[int] = mapped_column(BigInteger, default=0)  # resume point: sample index
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -249,3 +253,15 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutputFile(Base):
+    """An output file Scriptorium wrote, with its content hash: a file at that path with other
+    content (or none recorded) is somebody else's and is not overwritten without --overwrite."""
+
+    __tablename__ = "output_files"
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    media_id: Mapped[int | None] = mapped_column(ForeignKey("media_files.id", ondelete="SET NULL"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    written_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -25,7 +25,7 @@ import migrations
 from engine.constants import WINDOW_STRIDE
 from engine.results import Segment, TranscriptInfo, Word
 from runner import catalog as m
-from runner.errors import CatalogError
+from runner.errors import CatalogError, Superseded
 from runner.status import Status
 
 # __path__, not __file__: an editable install made before migrations/ had an __init__ sees a namespace.
@@ -33,6 +33,7 @@ MIGRATIONS_DIR = next(Path(p).resolve() for p in migrations.__path__ if (Path(p)
 PROMPT_TOKENS = 224  # at most this many previous tokens are fed back as the decoder prompt
 SQLITE_PRAGMAS = ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL")
 PG_MIGRATION_LOCK = 0x5C121B7  # advisory lock key: one process migrates at a time
+RUNAWAY_FACTOR = 3  # failures that use no attempt still stop a file after 3 x max_attempts tries in all
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:
@@ -228,11 +229,14 @@ class Catalog:
         return media
 
     @staticmethod
-    def _transcript(session: Session, transcript_id: int) -> m.Transcript:
-        """The transcript row, locked for update where the database can; CatalogError if missing."""
+    def _transcript(session: Session, transcript_id: int, attempt: str | None = None) -> m.Transcript:
+        """The transcript row, locked for update where the database can; CatalogError if missing,
+        Superseded if `attempt` is given and another attempt has taken the transcript over."""
         transcript = session.get(m.Transcript, transcript_id, with_for_update=True)
         if transcript is None:
             raise CatalogError(f"no transcript with id {transcript_id}")
+        if attempt is not None and transcript.attempt != attempt:
+            raise Superseded(transcript_id, transcript.owner)
         return transcript
 
     @staticmethod
@@ -273,9 +277,11 @@ class Catalog:
 
     def start_transcript(
         self, media_id: int, model_name: str, model_hash: str, backend: str, compute: str,
-        options: dict, engine_version: str,
+        options: dict, engine_version: str, attempt: str | None = None, owner: str | None = None,
     ) -> tuple[int, int, int, list[int]]:  # fmt: skip
-        """Resume this media's unfinished transcript for the same model and options, or start one.
+        """Resume this media's unfinished transcript for the same model and options, or start one,
+        as `attempt` (a job run's id; its worker is `owner`): from now on only that attempt's writes
+        are taken, an older attempt still running is refused (Superseded) at its next write.
 
         Returns (transcript_id, next_window, next_seek, prompt_tokens).
         """
@@ -284,22 +290,25 @@ class Catalog:
             self._media(session, media_id)
             found = self._resumable(session, media_id, model_hash, options)
             if found is not None:
+                found = self._transcript(session, found.id)  # locked: no write of the old attempt interleaves
+                found.attempt, found.owner = attempt, owner
                 return found.id, found.next_window, found.next_seek, self._prompt_tokens(session, found)
             new = m.Transcript(
                 media_id=media_id, model_name=model_name, model_hash=model_hash, backend=backend,
                 compute=compute, options=options, engine_version=engine_version, status=Status.running,
-                next_window=0, next_seek=0,
+                next_window=0, next_seek=0, attempt=attempt, owner=owner,
             )  # fmt: skip
             session.add(new)
             session.flush()
             return new.id, 0, 0, []
 
     def add_window(self, transcript_id: int, window: int, next_seek: int, segments: Sequence[Segment],
-                   part: int | None = None) -> None:
+                   part: int | None = None, attempt: str | None = None) -> None:
         """Store one decoded window and the resume point after it (of `part`, for a file decoded in
-        parts), replacing any earlier copy of it and of the windows after it."""
+        parts), replacing any earlier copy of it and of the windows after it. With `attempt`, only
+        if that attempt still owns the transcript (else Superseded)."""
         with self.write() as session:
-            transcript = self._transcript(session, transcript_id)
+            transcript = self._transcript(session, transcript_id, attempt)
             if transcript.status != Status.running:
                 raise CatalogError(f"transcript {transcript_id} is {transcript.status.value}, not running")
             of_transcript = m.Segment.transcript_id == transcript_id
@@ -315,19 +324,21 @@ class Catalog:
                 raise CatalogError(f"transcript {transcript_id} has no part {part}")
             row.next_window, row.next_seek = window + 1, next_seek
 
-    def plan_parts(self, transcript_id: int, spans: Sequence[tuple[int, int | None]]) -> None:
+    def plan_parts(self, transcript_id: int, spans: Sequence[tuple[int, int | None]],
+                   attempt: str | None = None) -> None:
         """Record that a transcript decodes its file in these parts (engine.parts), each from its start."""
         with self.write() as session:
-            transcript = self._transcript(session, transcript_id)
+            transcript = self._transcript(session, transcript_id, attempt)
             if transcript.parts:
                 raise CatalogError(f"transcript {transcript_id} already has its parts")
             session.add_all(m.TranscriptPart(transcript_id=transcript_id, part=k, start=start, stop=stop,
                                              next_window=k * WINDOW_STRIDE, next_seek=start, done=False)
                             for k, (start, stop) in enumerate(spans))
 
-    def part_done(self, transcript_id: int, part: int) -> None:
+    def part_done(self, transcript_id: int, part: int, attempt: str | None = None) -> None:
         """One part of a transcript decoded in parts is finished: a resume skips it."""
         with self.write() as session:
+            self._transcript(session, transcript_id, attempt)
             row = session.get(m.TranscriptPart, (transcript_id, part))
             if row is None:
                 raise CatalogError(f"transcript {transcript_id} has no part {part}")
@@ -346,11 +357,15 @@ class Catalog:
 
     def finish_transcript(
         self, transcript_id: int, language: str, language_probability: float, timings: Mapping,
-        wall_seconds: float, audio_seconds: float,
+        wall_seconds: float, audio_seconds: float, attempt: str | None = None, outputs: str | None = None,
     ) -> None:  # fmt: skip
-        """Mark a transcript done, drop the media's other transcripts, and mark the media done."""
+        """Mark a transcript done and drop the media's other transcripts. The media is done too, or,
+        with `outputs` (where its files go: "data" or "beside"), it records in this same transaction
+        that its output files are still to be written (outputs_written marks it done): a kill before
+        they are written leaves a file that the next worker, run or scan finishes, never one that
+        looks done without them."""
         with self.write() as session:
-            t = self._transcript(session, transcript_id)
+            t = self._transcript(session, transcript_id, attempt)
             t.status, t.finished_at = Status.done, m.utcnow()
             t.language, t.language_probability = language, language_probability
             t.timings, t.wall_seconds, t.audio_seconds = _as_dict(timings), wall_seconds, audio_seconds
@@ -358,9 +373,30 @@ class Catalog:
             others = delete(m.Transcript).where(m.Transcript.media_id == t.media_id, m.Transcript.id != t.id)
             session.execute(others, execution_options={"synchronize_session": False})
             media = self._media(session, t.media_id)
-            media.status, media.error = Status.done, None
+            media.status, media.error = (Status.done, None) if outputs is None else (Status.running, None)
+            media.outputs_pending = outputs
             if media.duration is None:
                 media.duration = audio_seconds
+
+    def outputs_written(self, media_id: int) -> None:
+        """The output files of a finished transcript are written: the media is done."""
+        with self.write() as session:
+            media = self._media(session, media_id)
+            media.status, media.error, media.outputs_pending = Status.done, None, None
+
+    def outputs_failed(self, media_id: int, reason: str) -> None:
+        """The output files could not be written (a full or read-only disk): still pending, with why."""
+        with self.write() as session:
+            media = self._media(session, media_id)
+            media.status, media.error = Status.queued, reason
+
+    def pending_outputs(self) -> list[tuple[int, str]]:
+        """(media id, where its outputs go) of every finished file whose outputs are not written."""
+        with self.read() as session:
+            return [tuple(r) for r in session.execute(
+                select(m.MediaFile.id, m.MediaFile.outputs_pending).where(m.MediaFile.outputs_pending.is_not(None))
+                .join(m.Transcript, (m.Transcript.media_id == m.MediaFile.id) & (m.Transcript.status == Status.done))
+                .order_by(m.MediaFile.id))]
 
     def set_media_status(self, media_id: int, status: Status | str, error: str | None = None) -> None:
         """Set a media file's status and error text (None clears it)."""
@@ -368,15 +404,21 @@ class Catalog:
             media = self._media(session, media_id)
             media.status, media.error = Status(status), error
 
-    def record_failure(self, media_id: int, reason: str, permanent: bool, max_attempts: int) -> Status:
-        """Log a failed attempt; the file is failed if permanent or out of attempts, else queued again."""
+    def record_failure(self, media_id: int, reason: str, permanent: bool, max_attempts: int,
+                       counted: bool = True) -> Status:
+        """Log a failure; the file is failed if permanent or out of attempts, else queued again. The
+        one retry policy of the queue: a failure that is not the file's (`counted=False`: a helper
+        process died) is logged without using an attempt, but no file is tried more than
+        RUNAWAY_FACTOR x max_attempts times in all."""
         with self.write() as session:
             media = self._media(session, media_id)
-            media.attempts = (media.attempts or 0) + 1
-            entry = {"attempt": media.attempts, "reason": reason, "permanent": permanent, "at": m.utcnow().isoformat()}
+            media.attempts = (media.attempts or 0) + counted
+            entry = {"attempt": media.attempts if counted else None, "reason": reason, "permanent": permanent,
+                     "at": m.utcnow().isoformat()}
             media.errors_log = [*(media.errors_log or []), entry]  # a new list, so the change is seen
             media.error = reason
-            media.status = Status.failed if permanent or media.attempts >= max_attempts else Status.queued
+            spent = media.attempts >= max_attempts or len(media.errors_log) >= RUNAWAY_FACTOR * max_attempts
+            media.status = Status.failed if permanent or spent else Status.queued
             return media.status
 
     def forget_scan(self, media_id: int) -> None:

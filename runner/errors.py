@@ -15,6 +15,17 @@ class CatalogError(RunnerError):
         super().__init__(reason)
 
 
+class Superseded(CatalogError):
+    """Another attempt took this transcript over (its job was released as a dead worker's and run
+    again): this attempt's writes are refused and it stops, leaving the transcript to the other."""
+
+    def __init__(self, transcript_id: int, owner: str | None):
+        self.transcript_id = transcript_id
+        self.owner = owner
+        super().__init__(f"transcript {transcript_id} was taken over by another attempt"
+                         f"{f' on {owner}' if owner else ''}; this attempt stops")
+
+
 class SearchError(RunnerError):
     """A full-text query cannot be run; `query` is the user's text, `reason` says why."""
 

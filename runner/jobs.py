@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
-import unicodedata
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,21 +14,20 @@ from engine.api import Transcriber
 from engine.batching import FileDone, FileFailed, FilePlanned, FileTask, PartDone, WindowDone
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
-from engine.writers import MAX_STEM_BYTES, safe_stem, write_outputs
+from engine.vad_pool import VadWorkerError
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
 
 from runner import catalog as m
 from runner.config import Settings
 from runner.db import Catalog
-from runner.errors import RunnerError
+from runner.errors import RunnerError, Superseded
 from runner.fingerprint import file_hash
+from runner.outputs import write_media_outputs
 from runner.status import Status
 
 log = logging.getLogger(__name__)
 CATALOG_WAIT_S = 300.0  # a job waits this long for an unreachable catalog (restart, long lock) to come back
 CATALOG_RESUMES = 10  # and resumes at most this often (an error that is no outage must not loop)
-OUTPUTS_PENDING = "outputs not written"  # media.error of a finished transcript whose files could not be written
 
 
 class CatalogUnavailable(RunnerError):
@@ -38,6 +36,12 @@ class CatalogUnavailable(RunnerError):
 
 class ContentChanged(MediaError):
     """The file's bytes differ from the scan's sha256 though its size and mtime match (rewritten in place)."""
+
+
+def not_the_files_fault(exc: BaseException) -> bool:
+    """A failure of this worker's own machinery (a voice-activity helper process that died or
+    wedged), not of the file: it costs the file no attempt."""
+    return isinstance(exc, VadWorkerError)
 
 
 def is_catalog_outage(exc: BaseException) -> bool:
@@ -121,8 +125,6 @@ def _transcribe_media(ctx: WorkerContext, media_id: int, options: dict, model: s
         _check_unchanged(media, ctx.settings.local_path(media.path))
         if _already_done(ctx, media.id, opts):
             error = _write_outputs(ctx, media.id)
-            if error is None and media.status != Status.done:
-                ctx.catalog.set_media_status(media.id, Status.done)
             return {"media_id": media_id, "status": "queued" if error else "done", "reused": True, "error": error}
         return _run(ctx, media, opts)
     except MediaError as exc:
@@ -134,20 +136,19 @@ def _transcribe_media(ctx: WorkerContext, media_id: int, options: dict, model: s
 
 
 def _write_outputs(ctx: WorkerContext, media_id: int) -> str | None:
-    """Write the outputs of a finished transcript; if the disk refuses (full, read-only), say so.
-
-    The transcript stays done in the catalog and the file goes back to `queued` with the reason,
-    without counting as a failed attempt: its next job (a later `run`, `worker` start or
-    `doctor --repair`) only writes the files. Returns the reason, or None when written.
-    """
+    """Write the outputs of a finished transcript, then mark the file done; if the disk refuses
+    (full, read-only), say so. The transcript stays done and its outputs pending, the file goes back
+    to `queued` with the reason, without counting as a failed attempt: its next job (a later `run`,
+    `scan`, `worker` start or `doctor --repair`) only writes the files. Returns the reason, or None."""
     try:
         write_media_outputs(ctx.catalog, ctx.settings, media_id)
-        return None
     except OSError as exc:
-        reason = f"{OUTPUTS_PENDING}: {exc.strerror or exc}; they are written when the file is queued again"
-        ctx.catalog.set_media_status(media_id, Status.queued, reason)
+        reason = f"outputs not written: {exc.strerror or exc}; they are written when the file is queued again"
+        ctx.catalog.outputs_failed(media_id, reason)
         log.warning("media %s: %s", media_id, reason)
         return reason
+    ctx.catalog.outputs_written(media_id)
+    return None
 
 
 def _load_media(catalog: Catalog, media_id: int) -> m.MediaFile:
@@ -164,8 +165,8 @@ def _already_done(ctx: WorkerContext, media_id: int, opts: TranscribeOptions) ->
     with ctx.catalog.read() as session:
         media = session.get(m.MediaFile, media_id)
         done = [t for t in media.transcripts if t.status == Status.done]
-        # queued with OUTPUTS_PENDING: finished, only its files are missing (a rescan clears the error)
-        current = media.status == Status.done or (media.error or "").startswith(OUTPUTS_PENDING)
+        # outputs pending: finished, only its files are missing (a rescan of new bytes clears it)
+        current = media.status == Status.done or media.outputs_pending is not None
         return current and any(
             t.model_hash == ctx.transcriber.model.sha256 and t.options == opts.to_dict() for t in done)
 
@@ -195,12 +196,23 @@ def _check_unchanged(media: m.MediaFile, local: str | None = None) -> None:
 
 
 def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dict:
+    """Decode the file as a new attempt that owns its transcript; if another attempt takes the
+    transcript over meanwhile (this job was released as a dead worker's), stop and leave it."""
+    attempt = uuid.uuid4().hex
+    try:
+        return _decode(ctx, media, opts, attempt)
+    except Superseded as exc:
+        log.warning("media %s (%s): %s", media.id, media.path, exc)
+        return {"media_id": media.id, "status": "superseded", "error": str(exc)}
+
+
+def _decode(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions, attempt: str) -> dict:
     tr, started = ctx.transcriber, time.perf_counter()
     local = ctx.settings.local_path(media.path)  # decoded where this host mounts it
     ctx.catalog.set_media_status(media.id, Status.running)
     tid, window, seek, prompt = ctx.catalog.start_transcript(
         media.id, tr.model.name, tr.model.sha256, tr.backend.name, tr.backend.compute, opts.to_dict(),
-        tr.info(local, 0.0, opts).engine_version)
+        tr.info(local, 0.0, opts).engine_version, attempt=attempt, owner=ctx.name)
     task = _resume_task(ctx.catalog, tid, FileTask(media.id, local, seek, window, tuple(prompt),
                                                    duration=media.duration))
     in_parts = task.parts is not None
@@ -208,13 +220,13 @@ def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dic
     try:
         for event in events:
             if isinstance(event, FilePlanned):  # a long file: stored before any of its parts' windows
-                ctx.catalog.plan_parts(tid, event.spans)
+                ctx.catalog.plan_parts(tid, event.spans, attempt=attempt)
                 in_parts = True
             elif isinstance(event, PartDone):
-                ctx.catalog.part_done(tid, event.part)
+                ctx.catalog.part_done(tid, event.part, attempt=attempt)
             elif isinstance(event, WindowDone):
                 ctx.catalog.add_window(tid, event.window, event.next_seek, event.segments,
-                                       event.part if in_parts else None)
+                                       event.part if in_parts else None, attempt=attempt)
                 if STOP.is_set():
                     from runner.worker import JobInterrupted
 
@@ -224,7 +236,7 @@ def _run(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions) -> dic
             elif isinstance(event, FileDone):
                 wall = time.perf_counter() - started
                 ctx.catalog.finish_transcript(tid, event.language, event.language_probability, event.timings,
-                                              wall, event.duration)
+                                              wall, event.duration, attempt=attempt, outputs=ctx.settings.outputs)
                 error = _write_outputs(ctx, media.id)
                 return {"media_id": media.id, "status": "queued" if error else "done",
                         "audio_seconds": event.duration, "wall": wall, "error": error}
@@ -243,56 +255,3 @@ def _resume_task(catalog: Catalog, transcript_id: int, task: FileTask) -> FileTa
     return replace(task, parts=tuple(
         replace(task, start_seek=p.next_seek, start_window=p.next_window, previous_tokens=tuple(p.prompt),
                 span=(p.start, p.stop), part=p.part) for p in parts))
-
-
-def output_dir_for(settings: Settings, path: str, scan_root: str | None) -> Path:
-    """DATA/outputs/<path relative to its scan root>'s folder, or the media's own folder."""
-    media = Path(path)
-    if settings.outputs == "beside":
-        return Path(settings.local_path(path)).parent
-    root = Path(scan_root) if scan_root else media.parent
-    try:
-        relative = media.parent.relative_to(root)
-    except ValueError:
-        relative = Path()
-    target = (settings.outputs_dir / relative).resolve()
-    if not target.is_relative_to(settings.outputs_dir.resolve()):
-        raise RunnerError(f"{path}: output folder would leave {settings.outputs_dir}")
-    return target
-
-
-def write_media_outputs(catalog: Catalog, settings: Settings, media_id: int,
-                        formats: tuple[str, ...] | None = None, output_dir: Path | None = None) -> list[Path]:
-    """SRT, VTT, JSON and TXT of a done file, written from the catalog."""
-    with catalog.read() as session:
-        media = session.get(m.MediaFile, media_id)
-        path, root = media.path, media.scan_root
-    segments = catalog.transcript_segments(media_id)
-    info = catalog.transcript_info(media_id)
-    target = output_dir_for(settings, path, root) if output_dir is None else output_dir
-    kw = {"formats": formats} if formats else {}
-    return write_outputs(segments, info, target, output_stem(catalog, path), **kw)
-
-
-def output_stem(catalog: Catalog, path: str) -> str:
-    """talk.mp3 -> talk, unless talk.wav sits in the same folder: then both keep their extension.
-
-    A name that is not a safe file stem as it is (a leading '-' or '.', control characters, over
-    200 bytes) is cleaned and tagged with a hash of the full name, so it cannot take another's files.
-    """
-    media = Path(path)
-    prefix = str(media.parent / media.stem) + "."
-    with catalog.read() as session:
-        siblings = session.scalars(select(m.MediaFile.path).where(
-            m.MediaFile.path.startswith(prefix, autoescape=True), m.MediaFile.path != path,
-            m.MediaFile.status != Status.skipped)).all()
-    clash = any(Path(p).parent == media.parent and Path(p).stem == media.stem for p in siblings)
-    stem = media.name if clash else media.stem
-    cleaned = safe_stem(stem)
-    if cleaned != unicodedata.normalize("NFC", stem):
-        # '-rf' and 'rf', 'a\nb' and 'ab', two long names alike in their first 200 bytes would share
-        # files: a name that had to be cleaned gets a tag of its own (8 hex digits of its hash)
-        tag = hashlib.sha256(os.fsencode(media.name)).hexdigest()[:8]
-        cleaned = cleaned.encode("utf-8")[:MAX_STEM_BYTES - len(tag) - 1].decode("utf-8", "ignore").rstrip()
-        stem = f"{cleaned}-{tag}"
-    return stem
