@@ -167,6 +167,13 @@ def batch_option(func):
                              "8 was the fastest of 1/8/32 on CPU and GPU).")(func)
 
 
+def overwrite_option(func):
+    """--overwrite: replace output files Scriptorium did not write."""
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace existing subtitle/text files Scriptorium did not write (by default they are "
+                             "left alone and named in the log).")(func)
+
+
 def path_map_option(func):
     """--path-map SRC=DST, repeatable."""
     return click.option("--path-map", "path_map", multiple=True, metavar="SRC=DST",
@@ -224,9 +231,11 @@ def _redis_or_embedded(settings):
               help="Files decoded together per worker (default: 8, the fastest measured on CPU and GPU).")
 @click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
               help="Write subtitles under DATA/outputs/ (mirroring folders) or next to each media file.")
+@overwrite_option
 @click.option("--wait-for-writes", "settle_wait", type=float, default=600, show_default=True, metavar="SECONDS",
               help="How long to wait for files still being written (copied in just before) before leaving them.")
-def run(paths, data, db, redis_url, model, compute, threads, options, workers, batch, outputs, settle_wait):
+def run(paths, data, db, redis_url, model, compute, threads, options, workers, batch, outputs, overwrite,
+        settle_wait):
     """Scan PATHS, transcribe everything new, and wait until done.
 
     Starts its own Redis (unless --redis is given), a pool of workers, shows one progress
@@ -242,7 +251,7 @@ def run(paths, data, db, redis_url, model, compute, threads, options, workers, b
     """
     from runner.run import run as run_all
 
-    settings = _settings(data, db, redis_url, outputs=outputs)
+    settings = _settings(data, db, redis_url, outputs=outputs, overwrite=overwrite)
     compute = "cpu" if compute == "auto" and not _has_gpu() else ("gpu" if compute == "auto" else compute)
     code = run_all(settings, [Path(p) for p in paths], workers, threads or None, compute, model,
                    options, batch, settle_wait)
@@ -274,6 +283,7 @@ def scan(paths, data, db, redis_url, model, options, no_queue):
         scriptorium scan /mnt/archive --redis redis://queue-host:6379/0 --db postgresql://...
     """
     from engine.models import resolve_model
+    from runner.outputs import write_pending
     from runner.scanner import Scanner
     from runner.submit import submit
 
@@ -286,7 +296,8 @@ def scan(paths, data, db, redis_url, model, options, no_queue):
         settings, embedded = _redis_or_embedded(settings)
         queue = _claimed_queue(settings, catalog)
         submit(catalog, queue, summary.to_queue, options.to_dict(), model)
-    click.echo(summary.line())
+    written = write_pending(catalog, settings)  # finished files whose worker died before their outputs
+    click.echo(summary.line() + (f"; wrote the pending outputs of {written} file(s)" if written else ""))
 
 
 @main.command()
@@ -295,9 +306,10 @@ def scan(paths, data, db, redis_url, model, options, no_queue):
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 @click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
               help="Write subtitles under DATA/outputs/ or next to each media file.")
+@overwrite_option
 @batch_option
 @path_map_option
-def worker(data, db, redis_url, model, compute, threads, burst, outputs, batch, path_map):
+def worker(data, db, redis_url, model, compute, threads, burst, outputs, overwrite, batch, path_map):
     """Take transcription jobs from the queue until stopped.
 
     The model is loaded once. Each job is decoded with the options it was queued with (by `run`,
@@ -313,7 +325,7 @@ def worker(data, db, redis_url, model, compute, threads, burst, outputs, batch, 
     from runner.worker import run_worker
 
     check_compute(compute)  # a kind this machine lacks is refused before anything starts
-    settings = _settings(data, db, redis_url, outputs=outputs, path_map=path_map)
+    settings = _settings(data, db, redis_url, outputs=outputs, path_map=path_map, overwrite=overwrite)
     settings, embedded = _redis_or_embedded(settings)
     try:
         run_worker(settings, compute=compute, threads=threads, model=model, burst=burst, batch=batch)
@@ -333,10 +345,11 @@ def worker(data, db, redis_url, model, compute, threads, burst, outputs, batch, 
               help="Model name or CTranslate2 Whisper folder (default: packaged tiny.en).")
 @click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
               help="Write subtitles under DATA/outputs/ or next to each media file.")
+@overwrite_option
 @batch_option
 @path_map_option
 @click.option("--burst", is_flag=True, help="Workers exit once the queue is empty.")
-def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, model, outputs, batch, path_map, burst):
+def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, model, outputs, overwrite, batch, path_map, burst):
     """Start a pool of workers of mixed kinds and wait for them.
 
     Each child is a `scriptorium worker` with these options; the catalog and Redis URLs reach it
@@ -350,7 +363,7 @@ def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, model, outputs, b
 
     from runner.pool import PoolPlan, start_pool
 
-    settings = _settings(data, db, redis_url, outputs=outputs, path_map=path_map)
+    settings = _settings(data, db, redis_url, outputs=outputs, path_map=path_map, overwrite=overwrite)
     settings, embedded = _redis_or_embedded(settings)
     kinds = ("cpu",) * n_cpu + ("gpu",) * n_gpu + ("ane",) * n_ane
     if not kinds:
@@ -377,7 +390,8 @@ def status(data, db, redis_url, as_json):
 
     from runner.report import build_report, format_report
 
-    report = build_report(_catalog(_settings(data, db, redis_url)))
+    settings = _settings(data, db, redis_url)
+    report = build_report(_catalog(settings), max_attempts=settings.max_attempts)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 
 
@@ -424,8 +438,10 @@ def _clock(seconds: float) -> str:
               show_default=True, help="Output format(s).")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), required=True,
               help="Where to write (same tree as under DATA/outputs).")
-def export(paths, data, db, redis_url, fmt, output_dir):
-    """Rewrite outputs of done files from the catalog (all files, or those under PATHS).
+@overwrite_option
+def export(paths, data, db, redis_url, fmt, output_dir, overwrite):
+    """Rewrite outputs of done files from the catalog (all files, or those under PATHS). A file
+    already there that Scriptorium did not write is left alone and named, unless --overwrite.
 
     Example:
 
@@ -435,7 +451,8 @@ def export(paths, data, db, redis_url, fmt, output_dir):
     from runner.transcribe_cmd import resolve_formats
 
     settings = _settings(data, db, redis_url)
-    count = export_outputs(_catalog(settings), Path(output_dir), resolve_formats(fmt), [Path(p) for p in paths])
+    count = export_outputs(_catalog(settings), Path(output_dir), resolve_formats(fmt), [Path(p) for p in paths],
+                           overwrite)
     click.echo(f"exported {count} files")
 
 
@@ -563,6 +580,18 @@ main.add_command(eval_)
 from runner.doctor_cmd import doctor  # noqa: E402
 
 main.add_command(doctor)
+
+
+def _help_everywhere(group: click.Group) -> None:
+    """-h on every command, also one invoked on its own (click >= 8.2 caches a command's help option
+    from the first context it sees: a standalone invocation made it --help only)."""
+    for command in group.commands.values():
+        command.context_settings.setdefault("help_option_names", ["-h", "--help"])
+        if isinstance(command, click.Group):
+            _help_everywhere(command)
+
+
+_help_everywhere(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

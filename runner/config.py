@@ -43,6 +43,7 @@ class Settings:
     queue_name: str = "scriptorium"
     max_attempts: int = 3
     path_map: tuple[tuple[str, str], ...] = ()  # (catalog prefix, this host's prefix): --path-map SRC=DST
+    overwrite: bool = False  # replace output files Scriptorium did not write (a person's subtitles)
 
     def __post_init__(self):
         if self.outputs not in ("data", "beside"):

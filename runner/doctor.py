@@ -34,7 +34,7 @@ from runner import catalog as m
 from runner.config import Settings
 from runner.db import Catalog
 from runner.errors import RunnerError
-from runner.jobs import OUTPUTS_PENDING, output_dir_for, output_stem, write_media_outputs
+from runner.outputs import output_dir_for, output_stem, write_media_outputs
 from runner.queue import is_pending, job_id, queue_owner
 from runner.reconcile import worker_dead
 from runner.status import Status
@@ -115,6 +115,7 @@ class _Media:
     status: Status
     error: str | None
     duration: float | None
+    outputs_pending: str | None
 
 
 class Doctor:
@@ -150,7 +151,8 @@ class Doctor:
         with self.catalog.read() as session:
             rows = session.execute(select(m.MediaFile.id, m.MediaFile.path, m.MediaFile.scan_root, m.MediaFile.size,
                                           m.MediaFile.mtime, m.MediaFile.status, m.MediaFile.error,
-                                          m.MediaFile.duration).order_by(m.MediaFile.id)).all()
+                                          m.MediaFile.duration, m.MediaFile.outputs_pending)
+                                   .order_by(m.MediaFile.id)).all()
         return [_Media(*r) for r in rows]
 
     # --- checks
@@ -313,7 +315,7 @@ class Doctor:
         for row in by_id.values():
             if row.id in self.handled:
                 continue
-            pending = row.status == Status.queued and (row.error or "").startswith(OUTPUTS_PENDING)
+            pending = row.outputs_pending is not None
             if row.status != Status.done and not pending:
                 continue
             try:
@@ -325,13 +327,13 @@ class Doctor:
                 self.handled.add(row.id)
             if not missing and not pending:
                 continue
-            detail = (f"transcript finished, outputs not written ({row.error})" if pending else
+            detail = (f"transcript finished, outputs not written ({row.error or 'pending'})" if pending else
                       f"{', '.join(p.name for p in missing)} missing in {missing[0].parent}")
 
             def write(row=row, pending=pending):
                 write_media_outputs(self.catalog, self.settings, row.id)
                 if pending:
-                    self.catalog.set_media_status(row.id, Status.done)
+                    self.catalog.outputs_written(row.id)
                     self._drop_waiting_job(row.id)
                     return "outputs written; marked done"
                 return "outputs written"

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from runner import catalog as m
 from runner.db import Catalog
 from runner.errors import RunnerError
-from runner.jobs import write_media_outputs
+from runner.outputs import write_media_outputs
 from runner.status import Status
 
 
@@ -17,12 +17,13 @@ def _under(path: str, roots: list[Path]) -> bool:
     return not roots or any(Path(path).is_relative_to(r) for r in roots)
 
 
-def export_outputs(catalog: Catalog, output_dir: Path, formats: tuple[str, ...], roots: list[Path]) -> int:
+def export_outputs(catalog: Catalog, output_dir: Path, formats: tuple[str, ...], roots: list[Path],
+                   overwrite: bool = False) -> int:
     """Write each done file's outputs under output_dir, mirroring its path under its scan root."""
     from runner.config import Settings
 
     roots = [r.expanduser().resolve() for r in roots]
-    settings = Settings(output_dir.parent, catalog.url.render_as_string(hide_password=False), None)
+    settings = Settings(output_dir.parent, catalog.url.render_as_string(hide_password=False), None, overwrite=overwrite)
     with catalog.read() as session:
         rows = session.execute(select(m.MediaFile.id, m.MediaFile.path, m.MediaFile.scan_root)
                                .where(m.MediaFile.status == Status.done)).all()

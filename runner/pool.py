@@ -50,6 +50,7 @@ def worker_command(settings: Settings, compute: str, threads: int, model: str | 
            "--threads", str(threads), "--outputs", settings.outputs, "--batch", str(batch)]
     cmd += ["--burst"] if burst else []
     cmd += ["--model", model] if model else []
+    cmd += ["--overwrite"] if settings.overwrite else []
     for src, dst in settings.path_map:
         cmd += ["--path-map", f"{src}={dst}"]
     return cmd

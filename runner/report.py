@@ -22,6 +22,7 @@ class FileState:
     duration: float | None
     attempts: int
     model: str | None
+    outputs_pending: bool = False  # transcript done, its files not written yet: not done
 
 
 @dataclass(frozen=True)
@@ -33,17 +34,21 @@ class Report:
     eta_seconds: float | None
     workers: list
     files: list
+    max_attempts: int = 3  # the catalog's one retry policy: a file fails after this many failed attempts
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def build_report(catalog: Catalog, with_files: bool = True) -> Report:
-    """One consistent read of the catalog."""
+def build_report(catalog: Catalog, with_files: bool = True, max_attempts: int = 3) -> Report:
+    """One consistent read of the catalog. A file whose transcript is done but whose output files
+    are not written counts as `outputs pending`, never as done."""
     with catalog.read() as session:
         counts = {s.value: 0 for s in Status}
         counts.update({s.value if hasattr(s, "value") else s: n for s, n in session.execute(
-            select(m.MediaFile.status, func.count()).group_by(m.MediaFile.status))})
+            select(m.MediaFile.status, func.count()).where(m.MediaFile.outputs_pending.is_(None))
+            .group_by(m.MediaFile.status))})
+        counts["outputs pending"] = session.scalar(select(func.count()).where(m.MediaFile.outputs_pending.is_not(None)))
         done = _sum(session, [Status.done])
         left = _sum(session, [Status.queued, Status.running, Status.new])
         audio, wall = session.execute(select(func.sum(m.Transcript.audio_seconds), func.sum(m.Transcript.wall_seconds))
@@ -52,7 +57,7 @@ def build_report(catalog: Catalog, with_files: bool = True) -> Report:
         workers = _workers(session)
     throughput = (audio / wall) if audio and wall else None
     eta = left / (throughput * max(1, len(workers))) if throughput and left else (0.0 if not left else None)
-    return Report(counts, done / 3600, left / 3600, throughput, eta, workers, files)
+    return Report(counts, done / 3600, left / 3600, throughput, eta, workers, files, max_attempts)
 
 
 def _sum(session, statuses) -> float:
@@ -68,7 +73,8 @@ def _files(session) -> list[dict]:
     for row in rows:
         model = next((t.model_name for t in row.transcripts if t.status == Status.done), None)
         status = row.status.value if hasattr(row.status, "value") else str(row.status)
-        out.append(asdict(FileState(row.path, status, row.error, row.duration, row.attempts or 0, model)))
+        out.append(asdict(FileState(row.path, status, row.error, row.duration, row.attempts or 0, model,
+                                    row.outputs_pending is not None)))
     return out
 
 
@@ -89,7 +95,15 @@ def format_report(report: Report) -> str:
         lines.append(f"speed: {report.throughput:.1f}x real time per worker{eta}")
     lines.append(f"workers alive: {len(report.workers)}" + "".join(
         f"\n  {w['name']} ({w['compute']})" for w in report.workers))
-    failed = [f for f in report.files if f["status"] in ("failed", "skipped")]
-    for f in failed:
-        lines.append(f"{f['status']}: {f['path']}: {f['error']}")
+    for f in report.files:
+        if f["outputs_pending"]:
+            lines.append(f"outputs pending: {f['path']}" + (f": {f['error']}" if f["error"] else ""))
+        elif f["status"] in ("queued", "running") and f["attempts"]:
+            lines.append(f"retrying ({f['attempts']} of {report.max_attempts} attempts failed): {f['path']}: "
+                         f"{f['error']}")
+        elif f["status"] == "failed":
+            lines.append(f"failed after {f['attempts']} attempt(s): {f['path']}: {f['error']} "
+                         "('scriptorium retry' queues it again)")
+        elif f["status"] == "skipped":
+            lines.append(f"skipped: {f['path']}: {f['error']}")
     return "\n".join(lines)

@@ -266,7 +266,7 @@ class Scanner:
         row = session.get(m.MediaFile, row.id)
         for key, value in values.items():
             setattr(row, key, value)
-        row.attempts, row.errors_log = 0, []
+        row.attempts, row.errors_log, row.outputs_pending = 0, [], None
         # new content: a half-done transcript of the old bytes must not be resumed
         session.execute(delete(m.Transcript).where(m.Transcript.media_id == row.id,
                                                    m.Transcript.status == Status.running))

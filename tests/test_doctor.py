@@ -23,7 +23,7 @@ from runner.config import Settings
 from runner.db import Catalog
 from runner.doctor import DELETED, diagnose
 from runner.doctor_cmd import doctor
-from runner.jobs import OUTPUTS_PENDING, write_media_outputs
+from runner.outputs import write_media_outputs
 from runner.queue import claim_queue, connect, enqueue, is_pending, job_queue
 from runner.scanner import Scanner
 from runner.status import Status
@@ -65,12 +65,14 @@ class Archive:
         return next(self.folder.rglob(name))
 
     def finish(self, name: str, outputs: bool = True) -> int:
+        """A done transcript; its outputs written, or pending as a worker leaves them when the disk refuses."""
         media_id = self.ids[name]
         tid, *_ = start(self.catalog, media_id)
         self.catalog.add_window(tid, 0, 16000, [make_segment(f"words of {name}", 0.0)])
-        self.catalog.finish_transcript(tid, "en", 0.99, {}, 1.0, 2.0)
+        self.catalog.finish_transcript(tid, "en", 0.99, {}, 1.0, 2.0, outputs="data")
         if outputs:
             write_media_outputs(self.catalog, self.settings, media_id)
+            self.catalog.outputs_written(media_id)
         return tid
 
     def outputs(self, name: str) -> list[Path]:
@@ -143,7 +145,7 @@ def test_doctor_finds_reports_and_repairs_every_kind(archive):
     a.catalog.set_media_status(a.ids["speechbrain_example1.wav"], Status.done)
     # finished transcript whose outputs could not be written (disk full)
     a.finish("61-70968-0000.flac", outputs=False)
-    a.catalog.set_media_status(a.ids["61-70968-0000.flac"], Status.queued, f"{OUTPUTS_PENDING}: No space left")
+    a.catalog.outputs_failed(a.ids["61-70968-0000.flac"], "outputs not written: No space left")
     # stray jobs: one for a media id the catalog lacks, one waiting for a done file
     enqueue(a.queue, 9999, {}, None, 1.0)
     enqueue(a.queue, a.ids["LDC93S1.wav"], {}, None, 1.0)

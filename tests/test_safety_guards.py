@@ -17,7 +17,7 @@ from runner.config import Settings, sqlite_url_for
 from runner.db import Catalog, alembic_config
 from runner.errors import RunnerError
 from runner.export import export_outputs
-from runner.jobs import output_dir_for, write_media_outputs
+from runner.outputs import output_dir_for, write_media_outputs
 from runner.queue import ForeignQueueError, claim_queue, owner_key
 from runner.status import Status
 from tests.test_catalog import make_segment, pg_dsn, reset_pg_schema, start  # noqa: F401 - pg_dsn is a fixture
