@@ -13,7 +13,7 @@ from typing import Iterator
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -91,7 +91,8 @@ def job_id(media_id: int) -> str:
 
 
 def job_timeout(duration: float | None) -> int:
-    """Seconds a job may run: long files get long timeouts."""
+    """Seconds a job may run before a worker takes it (its worker then sets it from its measured
+    pace, runner.pace); this one only bounds rq's bookkeeping of a job nobody runs."""
     return int(max(MIN_TIMEOUT_S, (duration or 0) * TIMEOUT_PER_AUDIO_SECOND))
 
 
@@ -111,7 +112,7 @@ def enqueue(queue: Queue, media_id: int, options: dict, model: str | None, durat
     job = queue.enqueue_call(
         JOB_FUNC, kwargs={"media_id": media_id, "options": options, "model": model},
         timeout=job_timeout(duration), job_id=job_id(media_id), result_ttl=3600, failure_ttl=7 * 86400,
-        retry=Retry(max=3), description=f"transcribe media {media_id}")
+        description=f"transcribe media {media_id}")  # no rq Retry: the catalog's attempts decide
     return job.id
 
 

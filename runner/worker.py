@@ -12,6 +12,7 @@ import time
 
 import redis
 from rq import SimpleWorker
+from sqlalchemy import select
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
@@ -24,12 +25,17 @@ from engine.models import resolve_model
 from engine.options import TranscribeOptions
 from engine.scheduling import LOOKAHEAD
 from engine.vad_pool import shared_pool
+from runner import catalog as m
 from runner import jobs
 from runner.config import Settings
 from runner.db import Catalog
 from runner.errors import RunnerError
-from runner.queue import claim_queue, connect, job_queue, wait_while_held
+from runner.outputs import write_pending
+from runner.pace import Pace
+from runner.queue import claim_queue, connect, is_pending, job_queue, wait_while_held
 from runner.reconcile import requeue_orphans
+from runner.status import Status
+from runner.submit import resubmit
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 10.0
@@ -43,9 +49,25 @@ class JobInterrupted(Exception):
 class ScriptoriumWorker(SimpleWorker):
     """rq's in-process worker (no fork after the model is loaded) that stops between windows."""
 
+    pace: Pace | None = None  # this worker's measured speed: each job's timeout comes from it
+
     def request_stop(self, signum, frame):
         jobs.STOP.set()
         return super().request_stop(signum, frame)
+
+    def execute_job(self, job, queue):
+        """Run the job with a timeout from this worker's pace; afterwards, a file the catalog still
+        wants (a stop, a transient error with attempts left, a catalog outage) is queued again at
+        once, with the options its job asked for. The catalog's attempt count is the one retry
+        policy: rq never retries by itself."""
+        media_id = (job.kwargs or {}).get("media_id")
+        if self.pace is not None and media_id is not None:
+            job.timeout = self.pace.timeout(_duration(media_id))
+        try:
+            return super().execute_job(job, queue)
+        finally:
+            if media_id is not None:
+                _after_job(job, queue, media_id, self.pace)
 
     def subscribe(self):
         """rq's command listener, woken every LISTENER_POLL_S instead of rq's 60 s, so that it ends
@@ -92,22 +114,50 @@ def _heartbeat(catalog: Catalog, names: list[str], compute: str, stop: threading
 
 
 def _on_failure(job, exc_type, exc_value, _tb) -> bool:
-    """Record the attempt in the catalog (not for a requested stop); rq's Retry re-queues it.
-
-    A catalog outage is not the file's fault: it costs the file no attempt (and could not be
-    recorded anyway); the file stays queued or running, so the next worker start re-queues it.
-    """
-    if exc_type is JobInterrupted or not jobs.has_context() or jobs.is_catalog_outage(exc_value):
-        return True
+    """Record a failed attempt of the file in the catalog, unless the failure is not the file's:
+    a requested stop, a catalog outage (it could not be recorded anyway), a failed helper process.
+    Either way the file is queued again after the job (ScriptoriumWorker.execute_job) while the
+    catalog's attempts allow."""
     media_id = (job.kwargs or {}).get("media_id")
-    if media_id is not None:
-        ctx = jobs.context()
-        try:
+    if media_id is None or not jobs.has_context() or jobs.is_catalog_outage(exc_value):
+        return True
+    ctx = jobs.context()
+    try:
+        if exc_type is JobInterrupted:
+            ctx.catalog.set_media_status(media_id, Status.queued)
+        else:
             ctx.catalog.record_failure(media_id, f"{exc_type.__name__}: {exc_value}", False,
-                                       ctx.settings.max_attempts)
-        except Exception as exc:  # noqa: BLE001 - the catalog may be the thing that failed
-            log.warning("media %s: cannot record failure: %s", media_id, exc)
+                                       ctx.settings.max_attempts, counted=not jobs.not_the_files_fault(exc_value))
+    except Exception as exc:  # noqa: BLE001 - the catalog may be the thing that failed
+        log.warning("media %s: cannot record failure: %s", media_id, exc)
     return True
+
+
+def _duration(media_id: int) -> float | None:
+    try:
+        with jobs.context().catalog.read() as session:
+            return session.scalar(select(m.MediaFile.duration).where(m.MediaFile.id == media_id))
+    except Exception:  # noqa: BLE001 - a catalog outage: the floor timeout, the job waits for it
+        return None
+
+
+def _after_job(job, queue, media_id: int, pace: Pace | None) -> None:
+    """Time the finished job into the pace; queue the file again if the catalog still wants it."""
+    result = job.return_value() if hasattr(job, "return_value") else None
+    if pace is not None and isinstance(result, dict) and result.get("status") == "done":
+        pace.observe(result.get("audio_seconds"), result.get("wall"))
+    if isinstance(result, dict) and result.get("status") == "superseded":
+        return  # the file belongs to the attempt that took it over
+    try:
+        ctx = jobs.context()
+        with ctx.catalog.read() as session:
+            status, outputs = session.execute(select(m.MediaFile.status, m.MediaFile.outputs_pending)
+                                              .where(m.MediaFile.id == media_id)).one()
+        # outputs a disk refused wait for the next worker, run or scan: at once, they would fail again
+        if status in (Status.queued, Status.running) and outputs is None and not is_pending(queue, media_id):
+            resubmit(ctx.catalog, queue, [media_id])
+    except Exception as exc:  # noqa: BLE001 - catalog or Redis down: the next worker start re-queues it
+        log.warning("media %s: not queued again after its job (%s); the next worker or run will", media_id, exc)
 
 
 def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model: str | None = None,
@@ -140,6 +190,9 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
         catalog.heartbeat_worker(each, transcriber.backend.compute, socket.gethostname(), os.getpid())
     # one server for every job's options: windows share calls where their options agree
     server = transcriber.window_server(TranscribeOptions(), batch) if batch > 1 else None
+    ScriptoriumWorker.pace = Pace.measure(transcriber.backend, spec.n_mels, len(names))
+    log.info("pace %.3f s per audio second: a 1-hour file may take %d s", ScriptoriumWorker.pace.seconds_per_audio_second,
+             ScriptoriumWorker.pace.timeout(3600))
     jobs.set_context(jobs.WorkerContext(settings, catalog, transcriber, name, server))
     queue = job_queue(connection, settings.queue_name)
     stop = threading.Event()
@@ -150,6 +203,7 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
         if burst:  # a `run` that started this worker before its scan: wait for its jobs
             wait_while_held(connection, settings.queue_name)
         requeue_orphans(catalog, queue)
+        write_pending(catalog, settings)  # a worker killed after a transcript, before its files
         if server is None:
             _worker(ScriptoriumWorker, queue, name).work(burst=burst, logging_level=level)
         else:
