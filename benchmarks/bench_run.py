@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +58,9 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--batch", type=int, default=None, help="scriptorium run --batch (default: its own)")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--fresh-copy", action="store_true",
+                        help="copy the folder just before each run (not timed), as `cp -r archive a && scriptorium "
+                             "run a` does: the run then waits for the copies to settle, as a user's would")
     args = parser.parse_args()
     audio_dir = Path(args.audio_dir).resolve()
     files = media_files(audio_dir)
@@ -65,7 +69,11 @@ def main() -> None:
     ours, theirs = [], []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, "-m", "runner.cli", "run", str(audio_dir), "--data", f"{tmp}/data",
+            folder = audio_dir
+            if args.fresh_copy:
+                folder = Path(tmp) / "archive"
+                shutil.copytree(audio_dir, folder)
+            cmd = [sys.executable, "-m", "runner.cli", "run", str(folder), "--data", f"{tmp}/data",
                    "--threads", str(args.threads), "--beam-size", str(args.beam_size), "--compute", "cpu"]
             ours.append(timed(cmd + (["--batch", str(args.batch)] if args.batch else []), env))
             theirs.append(timed([sys.executable, "-c", FW_SCRIPT, json.dumps(files), tmp, str(args.threads),
