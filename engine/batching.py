@@ -31,13 +31,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FileTask:
-    """A file to transcribe, possibly resuming: `key` is the caller's handle for it."""
+    """A file to transcribe, possibly resuming: `key` is the caller's handle for it. A resume passes
+    back what the last WindowDone of its chain (file or part) said: next_seek, next_window,
+    previous_tokens and prompt_reset."""
 
     key: Any
     path: str
     start_seek: int = 0
     start_window: int = 0
-    previous_tokens: tuple[int, ...] = ()
+    previous_tokens: tuple[int, ...] = ()  # the prompt state: WindowDone.previous_tokens
     first_segment_id: int = 0
     duration: float | None = None  # known length (for progress) saves a probe
     span: Span = (0, None)  # the samples this task decodes: a part of the file (engine.parts), or all
@@ -45,6 +47,7 @@ class FileTask:
     # A file cut in parts: the parts still to decode (each a FileTask with its span). None: not cut
     # yet, and a fresh task is cut when it is long enough; () : every part is done.
     parts: tuple[FileTask, ...] | None = None
+    prompt_reset: bool = False  # the prompt state: WindowDone.prompt_reset
 
     def in_parts(self, spans: tuple[Span, ...]) -> FileTask:
         """This fresh file as one task per span, each numbering its windows from part x WINDOW_STRIDE."""
@@ -56,7 +59,7 @@ class FileTask:
 @dataclass(frozen=True)
 class WindowDone:
     """One window of one file is decoded: save `segments`; resume later from `next_window`/`next_seek`
-    (of part `part`, for a file decoded in parts)."""
+    with the prompt state `previous_tokens`/`prompt_reset` (of part `part`, for a file decoded in parts)."""
 
     key: Any
     window: int
@@ -67,6 +70,8 @@ class WindowDone:
     duration: float  # best known duration of the file so far
     part: int = 0
     done_seconds: float = 0.0  # audio of the file decoded so far, over all its parts (for progress)
+    previous_tokens: tuple[int, ...] = ()  # text decoded since the last prompt reset (at most 223 tokens)
+    prompt_reset: bool = False  # the prompt was reset since the chain began: the initial prompt is dropped
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,7 @@ class BatchTranscriber:
         """A file's (or part's) long-form state; MediaError if it cannot be opened."""
         decoder = LongFormDecoder(task.path, self.tokenizer, self.options, self.n_mels, task.start_seek,
                                   task.start_window, task.previous_tokens, task.first_segment_id, task.duration,
-                                  task.span)
+                                  task.span, task.prompt_reset)
         known = self.options.language or (None if self.tokenizer.multilingual else "en")
         return _Slot(task, decoder, language=known)
 
@@ -191,9 +196,10 @@ class BatchTranscriber:
             for i, (slot, window), result, (raw, next_seek), found in zip(settled, done, decoded, splits, words):
                 segments = slot.decoder.accept(window, result, raw, next_seek, found)
                 covered = (slot.decoder.seek - slot.task.span[0]) / SAMPLE_RATE
-                yield i, WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
-                                    slot.decoder.seek, tuple(segments), slot.decoder.audio.duration,
-                                    slot.task.part, covered)
+                decoder = slot.decoder
+                yield i, WindowDone(slot.task.key, window.index, window.seek, decoder.window_index, decoder.seek,
+                                    tuple(segments), decoder.audio.duration, slot.task.part, covered,
+                                    tuple(decoder.previous), decoder.prompt_reset)
             clock = time.perf_counter()
 
     @staticmethod

@@ -13,12 +13,15 @@ from engine.backends.base import Backend, Generation
 from engine.options import TranscribeOptions
 from engine.tokenizer import Tokenizer
 
+# Whisper's limit on the prompt: n_text_ctx // 2 - 1 tokens (its DecodingTask keeps the last ones).
+MAX_PROMPT = 223
+
 # Previous-text lengths are cut to one of these, so that prompts of files decoded together
 # line up (CTranslate2 needs <|startoftranscript|> at one position across a batch) while a
 # file's prompt depends only on its own history: batched results equal unbatched ones.
 # Few rungs (powers of two below Whisper's 223) make more windows share a length, so calls
 # fill: 40 files, 2 replicas, median of 3: 47.3 -> 42.5 s; WER of the scored files 4.49 -> 4.43%.
-PREVIOUS_TEXT_LADDER = (223, 128, 64, 32, 16, 8, 4, 2, 1)
+PREVIOUS_TEXT_LADDER = (MAX_PROMPT, 128, 64, 32, 16, 8, 4, 2, 1)
 
 # A sampled fallback attempt first runs this many tokens. One that has not ended and already fails
 # the compression check is Whisper's hallucination loop (the same words until the 224-token limit):
@@ -44,17 +47,25 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def previous_context(tokens: list[int]) -> list[int]:
-    """The tail of the previous text to condition on, its length taken from the ladder."""
+def previous_context(text: list[int], initial: list[int] = (), limit: int = MAX_PROMPT) -> list[int]:
+    """The previous text to condition on: the initial prompt while it still applies, then the text
+    decoded since, cut to a ladder rung. The ladder cuts only decoded text, so a user's prompt reaches
+    the model whole; once the two fill `limit`, Whisper's own cut keeps their last `limit` tokens
+    (every such prompt has that one length, so batches still line up)."""
+    if len(initial) + len(text) >= limit:
+        return [*initial, *text][len(initial) + len(text) - limit:]
     for n in PREVIOUS_TEXT_LADDER:
-        if len(tokens) >= n:
-            return list(tokens[-n:])
-    return []
+        if len(text) >= n:
+            return [*initial, *text[len(text) - n:]]
+    return list(initial)
 
 
-def build_prompt(tokenizer: Tokenizer, previous: list[int], without_timestamps: bool) -> list[int]:
-    """<|startofprev|> previous text, then the start sequence, then <|notimestamps|> if asked."""
-    prompt = [tokenizer.sot_prev, *previous] if previous else []
+def build_prompt(tokenizer: Tokenizer, previous: list[int], without_timestamps: bool,
+                 hotwords: list[int] = ()) -> list[int]:
+    """<|startofprev|> hotwords and previous text (faster-whisper's order), the start sequence, then
+    <|notimestamps|> if asked."""
+    context = [*hotwords, *previous]
+    prompt = [tokenizer.sot_prev, *context] if context else []
     prompt.extend(tokenizer.sot_sequence)
     if without_timestamps:
         prompt.append(tokenizer.no_timestamps)

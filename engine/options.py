@@ -52,7 +52,12 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = True
     prompt_reset_on_temperature: float = 0.5
+    # Text the first window is conditioned on (names, jargon), as Whisper's initial_prompt: it heads the
+    # previous text until a prompt reset, whole up to Whisper's limit (its last 223 tokens)
     initial_prompt: str | None = None
+    # Words put before the previous text in every window's prompt, as faster-whisper's hotwords (its first
+    # 223 tokens); they are kept through prompt resets and without condition_on_previous_text
+    hotwords: str | None = None
     suppress_blank: bool = True
     suppress_tokens: tuple[int, ...] = (-1,)
     without_timestamps: bool = False

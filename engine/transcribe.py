@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.constants import HOP_LENGTH, INPUT_STRIDE, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION
-from engine.decoding import DecodedWindow, build_prompt, previous_context
+from engine.decoding import MAX_PROMPT, DecodedWindow, build_prompt, previous_context
 from engine.features import window_features
 from engine.options import TranscribeOptions
 from engine.results import Segment, Word
@@ -59,12 +59,17 @@ class RawSegment:
 
 
 class LongFormDecoder:
-    """The state of one file's transcription: seek, previous text, segment count."""
+    """The state of one file's transcription: seek, previous text, segment count.
+
+    The prompt state is `previous` (the text decoded since the last prompt reset, its last MAX_PROMPT
+    tokens: no prompt uses more) and `prompt_reset` (a reset happened since the chain began, so the
+    initial prompt no longer applies, as in Whisper); a resume that passes both back prompts as an
+    uninterrupted run would."""
 
     def __init__(self, path: str, tokenizer: Tokenizer, options: TranscribeOptions, n_mels: int,
                  start_seek: int = 0, start_window: int = 0, previous_tokens: tuple[int, ...] = (),
                  first_segment_id: int = 0, duration_hint: float | None = None,
-                 span: tuple[int, int | None] = (0, None)):
+                 span: tuple[int, int | None] = (0, None), prompt_reset: bool = False):
         self.path = str(path)
         self.tokenizer = tokenizer
         self.options = options
@@ -75,10 +80,10 @@ class LongFormDecoder:
         self.audio = AudioCursor(self.path, vad=options.vad, duration_hint=duration_hint, start=start, stop=stop)
         self.seek = start_seek
         self.window_index = start_window
-        self.all_tokens: list[int] = list(previous_tokens)
-        if options.initial_prompt and not previous_tokens:
-            self.all_tokens = tokenizer.encode(" " + options.initial_prompt.strip())
-        self.prompt_reset_since = 0
+        self.previous: list[int] = list(previous_tokens)[-MAX_PROMPT:]
+        self.prompt_reset = prompt_reset
+        self.initial = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+        self.hotwords = tokenizer.encode(" " + options.hotwords.strip())[:MAX_PROMPT] if options.hotwords else []
         self.next_segment_id = first_segment_id
         self.last_end = start_seek / SAMPLE_RATE
         self.finished = False
@@ -103,10 +108,12 @@ class LongFormDecoder:
         return Window(self.window_index, self.seek, stop, features, self.prompt())
 
     def prompt(self) -> list[int]:
-        """Previous text (cut to the ladder) and the start sequence for the next window."""
-        previous = previous_context(self.all_tokens[self.prompt_reset_since:]) \
-            if self.options.condition_on_previous_text else []
-        return build_prompt(self.tokenizer, previous, self.options.without_timestamps)
+        """Hotwords, the initial prompt and previous text (engine.decoding.previous_context), and the
+        start sequence for the next window. Without condition_on_previous_text the first window still
+        has the initial prompt: Whisper resets the previous text only after a window."""
+        initial = [] if self.prompt_reset else self.initial
+        previous = previous_context(self.previous, initial, MAX_PROMPT - len(self.hotwords))
+        return build_prompt(self.tokenizer, previous, self.options.without_timestamps, self.hotwords)
 
     def set_language(self, language: str) -> None:
         """Use the detected language from now on (multilingual models)."""
@@ -261,9 +268,11 @@ class LongFormDecoder:
         segments = [s for s in (self._segment(window, decoded, r, groups[i] if groups else None)
                                 for i, r in enumerate(raw)) if s is not None]
         for r in raw:
-            self.all_tokens.extend(r.tokens)
-        if decoded.temperature > self.options.prompt_reset_on_temperature or self._likely_silence(decoded):
-            self.prompt_reset_since = len(self.all_tokens)  # never condition on a likely hallucination
+            self.previous.extend(r.tokens)
+        del self.previous[:-MAX_PROMPT]
+        if not self.options.condition_on_previous_text or self._likely_silence(decoded) \
+                or decoded.temperature > self.options.prompt_reset_on_temperature:
+            self.previous, self.prompt_reset = [], True  # never condition on a likely hallucination
         self.seek = next_seek
         self.window_index += 1
         return segments

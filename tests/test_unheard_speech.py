@@ -131,7 +131,7 @@ def test_a_passage_skipped_at_the_window_start_is_decoded_again_in_a_shorter_win
     words = _words(decoder, JFK, jfk_at + 0.3, 29.5)
     decoded = DecodedWindow(tuple(raw[0].tokens), -0.5, 0.05, 1.1, 0.0)
     assert decoder.accept(window, decoded, raw, window.stop, words) == []
-    assert decoder.all_tokens == []  # nothing of the dropped text becomes the next prompt
+    assert decoder.previous == []  # nothing of the dropped text becomes the next prompt
     again = decoder.next_window()
     assert again.seek == window.seek
     assert again.stop == pytest.approx(round((jfk_at + 0.3) * SAMPLE_RATE), abs=1)
@@ -151,7 +151,7 @@ def test_a_passage_skipped_between_segments_is_decoded_next(files, gb0_tail, cpu
     segments = decoder.accept(window, decoded, raw, window.stop, words)
     assert [s.text.strip() for s in segments] == [first]
     assert decoder.seek == pytest.approx(3.5 * SAMPLE_RATE, abs=1)
-    assert decoder.all_tokens == raw[0].tokens
+    assert decoder.previous == raw[0].tokens
 
 
 def test_words_that_cover_the_speech_are_kept_whole(files, gb0_tail, cpu_transcriber):
