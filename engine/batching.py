@@ -185,7 +185,8 @@ class BatchTranscriber:
         self._detect_languages(ready, encoded)
         self._charge(ready, "encode", time.perf_counter() - clock)
         clock = time.perf_counter()
-        rounds = decode_rounds(self.backend, encoded, [w.prompt for _, w in ready], self.options, self.tokenizer)
+        rounds = decode_rounds(self.backend, encoded, [w.prompt for _, w in ready], self.options, self.tokenizer,
+                               [w.seed for _, w in ready])
         for settled, decoded, tried in rounds:
             self._charge([ready[i] for i in tried], "generate", time.perf_counter() - clock)
             clock = time.perf_counter()

@@ -72,13 +72,22 @@ def build_prompt(tokenizer: Tokenizer, previous: list[int], without_timestamps: 
     return prompt
 
 
+def sampling_seed(window_seed: int, temperature: float) -> int:
+    """The seed of a window's sampled attempt at `temperature` (a 32-bit unsigned int)."""
+    return zlib.crc32(f"{window_seed}:{temperature:.4f}".encode())
+
+
 def decode_rounds(backend: Backend, encoded: np.ndarray, prompts: list[list[int]], options: TranscribeOptions,
-                  tokenizer: Tokenizer) -> Iterator[tuple[list[int], list[DecodedWindow], list[int]]]:
+                  tokenizer: Tokenizer, seeds: list[int] | None = None
+                  ) -> Iterator[tuple[list[int], list[DecodedWindow], list[int]]]:
     """Decode every window, re-running only the failing ones at the next temperature.
 
     One temperature per round; after each, yields (indices settled in it, their results, indices
     decoded in it), so a caller can hand the settled windows on while the others fall back (a
     window in fallback may take 20 s; the windows decoded beside it need not wait for it).
+    With `seeds` (one per window: engine.transcribe.Window.seed), each sampled attempt is one window
+    in a call of its own, seeded by its window and temperature: what it samples depends on nothing
+    else (not the windows beside it, not the replica), so batched, sequential and resumed runs agree.
     """
     attempts: list[list[DecodedWindow]] = [[] for _ in prompts]
     pending = list(range(len(prompts)))
@@ -91,10 +100,13 @@ def decode_rounds(backend: Backend, encoded: np.ndarray, prompts: list[list[int]
         # the last temperature always runs to its end: when every attempt fails, its may be the one kept
         trial = temperature > 0 and not last and options.compression_ratio_threshold is not None \
             and getattr(backend, "cuts_short", False)
-        for group in _same_length_groups(pending, prompts):
+        seeded = seeds is not None and temperature > 0
+        for group in [[i] for i in pending] if seeded else _same_length_groups(pending, prompts):
             attempt = _attempt_with_trial if trial else _attempt
+            call_options = replace(decode_options, seed=sampling_seed(seeds[group[0]], temperature)) \
+                if seeded else decode_options
             for i, result in zip(group, attempt(backend, encoded[group], [prompts[i] for i in group],
-                                                decode_options, tokenizer, options)):
+                                                call_options, tokenizer, options)):
                 attempts[i].append(result)
         failing = {i for i in pending if _needs_fallback(attempts[i][-1], options)}
         settled = pending if last else [i for i in pending if i not in failing]

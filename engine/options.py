@@ -24,6 +24,7 @@ class DecodeOptions:
     without_timestamps: bool = False
     max_initial_timestamp: float = 1.0
     max_new_tokens: int | None = None  # a trial run: stop every hypothesis after this many tokens
+    seed: int | None = None  # temperature > 0: what sampling draws from (engine.decoding.sampling_seed)
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -32,6 +33,8 @@ class DecodeOptions:
             raise ValueError(f"best_of must be >= 1, got {self.best_of}")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"temperature must be within [0, 2], got {self.temperature}")
+        if self.seed is not None and not 0 <= self.seed < 2 ** 32:
+            raise ValueError(f"seed must be a 32-bit unsigned int, got {self.seed}")
 
 
 @dataclass(frozen=True)

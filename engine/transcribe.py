@@ -7,7 +7,9 @@ timestamp and keeps the text as the next window's prompt. Model calls live in `b
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +40,7 @@ class Window:
     stop: int  # sample just past the audio it holds (the rest is zero padding)
     features: np.ndarray
     prompt: list[int]
+    seed: int = 0  # sampled fallback draws from this (engine.decoding.sampling_seed): the file's name and seek
 
     @property
     def num_frames(self) -> int:
@@ -105,7 +108,12 @@ class LongFormDecoder:
         self.cap = None
         self.audio.forget_before(self.seek)
         features = window_features(self.audio.slice(self.seek, stop), self.n_mels)
-        return Window(self.window_index, self.seek, stop, features, self.prompt())
+        return Window(self.window_index, self.seek, stop, features, self.prompt(), self._seed())
+
+    def _seed(self) -> int:
+        """The window's seed: its file's name (not its folder, which a worker's path map may change)
+        and its seek, so a resumed or batched run samples as an uninterrupted sequential one."""
+        return zlib.crc32(f"{Path(self.path).name}:{self.seek}".encode())
 
     def prompt(self) -> list[int]:
         """Hotwords, the initial prompt and previous text (engine.decoding.previous_context), and the
