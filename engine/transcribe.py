@@ -97,7 +97,7 @@ class LongFormDecoder:
 
     def next_window(self) -> Window | None:
         """The next window to decode, or None when the file is done."""
-        span = self._next_span()
+        span = self.next_span()
         if span is None:
             self.finished = True
             self.audio.close()
@@ -123,12 +123,8 @@ class LongFormDecoder:
         previous = previous_context(self.previous, initial, MAX_PROMPT - len(self.hotwords))
         return build_prompt(self.tokenizer, previous, self.options.without_timestamps, self.hotwords)
 
-    def set_language(self, language: str) -> None:
-        """Use the detected language from now on (multilingual models)."""
-        self.tokenizer = self.tokenizer.with_language(language)
-
-    def _next_span(self) -> tuple[int, int] | None:
-        """(seek, stop) of the next window with speech in it."""
+    def next_span(self) -> tuple[int, int] | None:
+        """(seek, stop) of the next window with speech in it (the seek moves over what it skips)."""
         while True:
             self.audio.forget_before(self.seek)
             lookahead = N_SAMPLES + frames_of(self.options.min_silence + self.options.speech_pad) * FRAME
