@@ -29,6 +29,11 @@ MIN_WINDOW_SAMPLES = SAMPLE_RATE // 10  # less than 0.1 s of audio is not worth 
 # from the nearest word (word times are not exact).
 UNHEARD_MARGIN = 1.0
 UNHEARD_SPEECH = 1.0
+# A window that stops short of its end moves the seek at least this far (or to its end): one that
+# moved less was decoded again from nearly the same place, and the rules above could move one 32 ms
+# VAD frame per full decode. None of the shared clips' windows needs it (benchmarks/decode_counts.py:
+# at most 2 windows per 30 s); a model that closed every window at its start takes 10 per 30 s.
+MIN_ADVANCE = 3 * SAMPLE_RATE
 
 
 @dataclass
@@ -277,9 +282,16 @@ class LongFormDecoder:
         if not self.options.condition_on_previous_text or self._likely_silence(decoded) \
                 or decoded.temperature > self.options.prompt_reset_on_temperature:
             self.previous, self.prompt_reset = [], True  # never condition on a likely hallucination
-        self.seek = next_seek
+        self.seek = self._bounded(window, next_seek)
         self.window_index += 1
         return segments
+
+    def _bounded(self, window: Window, next_seek: int) -> int:
+        """`next_seek`, at least MIN_ADVANCE past the window's seek (or its stop), except when the window
+        is decoded again from its own seek with a shorter stop (a cap: once per seek)."""
+        if self.cap is not None:
+            return next_seek
+        return max(next_seek, min(window.seek + MIN_ADVANCE, window.stop))
 
     def _seek_after_words(self, window: Window, raw, groups, next_seek: int) -> int:
         """With word times, resume right after the last word of an incomplete window."""

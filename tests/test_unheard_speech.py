@@ -96,6 +96,23 @@ def test_without_the_vad_an_early_end_jumps_to_the_window_end(files, gb0_tail, c
     assert next_seek == window.stop == 30 * SAMPLE_RATE
 
 
+def test_a_model_that_keeps_closing_early_cannot_loop(files, cpu_transcriber):
+    """Every window answered with one word at its very start, then end of text, although the VAD hears
+    speech all through: each decode still moves the seek MIN_ADVANCE (3 s) on, so the ~30 s file takes
+    about 10 decodes, not one per 32 ms VAD frame."""
+    decoder, window = _first_window(files["speech_after"], cpu_transcriber)
+    decodes = 0
+    while window is not None and decodes < 40:
+        decoded = _closed_early(decoder, window, 0.1)
+        raw, next_seek = decoder.split(window, decoded)
+        words = _words(decoder, "Thank you for listening.", 0.0, 0.1)
+        decoder.accept(window, decoded, raw, next_seek, words)
+        decodes += 1
+        assert decoder.seek >= min(window.seek + 3 * SAMPLE_RATE, window.stop)
+        window = decoder.next_window()
+    assert window is None and decodes <= 11, decodes
+
+
 def test_the_file_keeps_both_passages(files, cpu_transcriber):
     """End to end on the joined file: the last sentence of gb0 and jfk's line both come out."""
     text = " ".join(s.text for s in cpu_transcriber.transcribe_iter(files["speech_after"])).lower()
