@@ -62,3 +62,16 @@ def test_sampled_resume_equals_uninterrupted(cpu_transcriber, shared_audio_dir):
     assert got == [(s.text, s.tokens, s.temperature) for e in whole[k + 1:] for s in e.segments]
     again = [e for e in cpu_transcriber.stream([FileTask("gb0", path)], LADDER) if isinstance(e, WindowDone)]
     assert [s.tokens for e in again for s in e.segments] == [s.tokens for e in whole for s in e.segments]
+
+
+def test_the_numpy_reference_backend_samples_by_seed_too(cpu_transcriber, shared_audio_dir):
+    from engine.backends.coreml.backend import CoreMLBackend, numpy_predictors
+
+    model = cpu_transcriber.model
+    backend = CoreMLBackend(model, compute="cpu", predictors=numpy_predictors(model.path))
+    audio = load_audio(shared_audio_dir / "jfk.flac")
+    encoded = backend.encode(window_features(audio, 80)[None])
+    prompt = [list(cpu_transcriber.tokenizer(SAMPLED).sot_sequence)]
+    options = replace(TranscribeOptions().decode_options(1.0), max_length=12)
+    seeded = [backend.generate(encoded, prompt, replace(options, seed=s))[0].tokens for s in (7, 8, 7)]
+    assert seeded[0] == seeded[2] != seeded[1]
