@@ -10,6 +10,7 @@ from typing import Iterable, Iterator
 import engine
 from engine.backends import create_backend
 from engine.batching import BatchTranscriber, Event, FileDone, FileFailed, FileTask, PartDone, WindowDone
+from engine.errors import ModelError
 from engine.models import ModelSpec, resolve_model
 from engine.options import TranscribeOptions
 from engine.results import Segment, TranscriptInfo, in_order
@@ -44,6 +45,8 @@ class Transcriber:
     def tokenizer(self, options: TranscribeOptions) -> Tokenizer:
         """The tokenizer for these options, read from tokenizer.json once (~50 ms) and reused for every job."""
         key = (options.task, options.language or "en")
+        if options.task == "translate" and not self.model.multilingual:  # Whisper would transcribe silently
+            raise ModelError(self.model.name, "is English-only: task=translate needs a multilingual model")
         if key not in self._tokenizers:
             self._tokenizers[key] = Tokenizer.from_model_dir(self.model.path, self.model.multilingual,
                                                              task=key[0], language=key[1])

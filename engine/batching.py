@@ -18,6 +18,7 @@ from engine.backends.base import Backend
 from engine.constants import SAMPLE_RATE, WINDOW_STRIDE
 from engine.decoding import decode_rounds
 from engine.errors import MediaError
+from engine.language import detect_language
 from engine.options import TranscribeOptions
 from engine.parts import Span, plan
 from engine.scheduling import LOOKAHEAD
@@ -31,13 +32,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FileTask:
-    """A file to transcribe, possibly resuming: `key` is the caller's handle for it."""
+    """A file to transcribe, possibly resuming: `key` is the caller's handle for it. A resume passes
+    back what the last WindowDone of its chain (file or part) said: next_seek, next_window,
+    previous_tokens and prompt_reset."""
 
     key: Any
     path: str
     start_seek: int = 0
     start_window: int = 0
-    previous_tokens: tuple[int, ...] = ()
+    previous_tokens: tuple[int, ...] = ()  # the prompt state: WindowDone.previous_tokens
     first_segment_id: int = 0
     duration: float | None = None  # known length (for progress) saves a probe
     span: Span = (0, None)  # the samples this task decodes: a part of the file (engine.parts), or all
@@ -45,6 +48,15 @@ class FileTask:
     # A file cut in parts: the parts still to decode (each a FileTask with its span). None: not cut
     # yet, and a fresh task is cut when it is long enough; () : every part is done.
     parts: tuple[FileTask, ...] | None = None
+    prompt_reset: bool = False  # the prompt state: WindowDone.prompt_reset
+    # The file's language (LanguageDetected, or a resume's record of it): no detection, every part uses it
+    language: str | None = None
+    language_probability: float = 1.0
+
+    def with_language(self, language: str, probability: float) -> FileTask:
+        """This task, and each of its parts, in `language`."""
+        parts = None if self.parts is None else tuple(p.with_language(language, probability) for p in self.parts)
+        return replace(self, language=language, language_probability=probability, parts=parts)
 
     def in_parts(self, spans: tuple[Span, ...]) -> FileTask:
         """This fresh file as one task per span, each numbering its windows from part x WINDOW_STRIDE."""
@@ -56,7 +68,7 @@ class FileTask:
 @dataclass(frozen=True)
 class WindowDone:
     """One window of one file is decoded: save `segments`; resume later from `next_window`/`next_seek`
-    (of part `part`, for a file decoded in parts)."""
+    with the prompt state `previous_tokens`/`prompt_reset` (of part `part`, for a file decoded in parts)."""
 
     key: Any
     window: int
@@ -67,6 +79,8 @@ class WindowDone:
     duration: float  # best known duration of the file so far
     part: int = 0
     done_seconds: float = 0.0  # audio of the file decoded so far, over all its parts (for progress)
+    previous_tokens: tuple[int, ...] = ()  # text decoded since the last prompt reset (at most 223 tokens)
+    prompt_reset: bool = False  # the prompt was reset since the chain began: the initial prompt is dropped
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,16 @@ class FilePlanned:
 
     key: Any
     spans: tuple[Span, ...]
+
+
+@dataclass(frozen=True)
+class LanguageDetected:
+    """A multilingual model found the file's language, once, before any window: a resume passes it
+    back as FileTask.language (with FileTask.language_probability), so it is not detected again."""
+
+    key: Any
+    language: str
+    probability: float
 
 
 @dataclass(frozen=True)
@@ -100,14 +124,14 @@ class FileFailed:
     error: Exception
 
 
-Event = WindowDone | FileDone | FileFailed | FilePlanned | PartDone
+Event = WindowDone | FileDone | FileFailed | FilePlanned | PartDone | LanguageDetected
 
 
 @dataclass
 class _Slot:
     task: FileTask
     decoder: LongFormDecoder
-    language: str | None = None  # None until detected (multilingual models without a language)
+    language: str
     language_probability: float = 1.0
     timings: dict = field(default_factory=lambda: defaultdict(float))
 
@@ -126,6 +150,7 @@ class BatchTranscriber:
         self.backend, self.tokenizer, self.n_mels = backend, tokenizer, n_mels
         self.options, self.batch_size = options, batch_size
         self.call_key = options.call_key()  # windows of cores with equal keys may share a call
+        self._tokenizers: dict[str, Tokenizer] = {}  # by language (multilingual models)
 
     def with_options(self, options: TranscribeOptions) -> BatchTranscriber:
         """This model and batch size with another file's options (a worker serves every job's own)."""
@@ -158,13 +183,35 @@ class BatchTranscriber:
             return task
         return task.in_parts(spans) if len(spans) > 1 else task
 
+    def with_language(self, task: FileTask) -> tuple[FileTask, LanguageDetected | None]:
+        """The task with its file's language: the options', the task's own (a resume), else detected
+        once on the file's first speech (engine.language), with the event that says so. A file with
+        no speech keeps none (nothing of it is decoded). MediaError if the file cannot be read."""
+        if self.options.language or task.language or not self.tokenizer.multilingual:
+            return task, None
+        decoder = LongFormDecoder(task.path, self.tokenizer, self.options, self.n_mels, duration_hint=task.duration)
+        found = detect_language(self.backend, decoder, self.n_mels)
+        if found is None:
+            return task, None
+        return task.with_language(*found), LanguageDetected(task.key, *found)
+
     def open_slot(self, task: FileTask) -> _Slot:
         """A file's (or part's) long-form state; MediaError if it cannot be opened."""
-        decoder = LongFormDecoder(task.path, self.tokenizer, self.options, self.n_mels, task.start_seek,
+        language, probability = self.options.language or task.language, task.language_probability
+        if not self.tokenizer.multilingual or self.options.language:
+            probability = 1.0
+        tokenizer = self._tokenizer(language)
+        decoder = LongFormDecoder(task.path, tokenizer, self.options, self.n_mels, task.start_seek,
                                   task.start_window, task.previous_tokens, task.first_segment_id, task.duration,
-                                  task.span)
-        known = self.options.language or (None if self.tokenizer.multilingual else "en")
-        return _Slot(task, decoder, language=known)
+                                  task.span, task.prompt_reset)
+        return _Slot(task, decoder, tokenizer.language or "en", probability)
+
+    def _tokenizer(self, language: str | None) -> Tokenizer:
+        if not self.tokenizer.multilingual or not language or language == self.tokenizer.language:
+            return self.tokenizer
+        if language not in self._tokenizers:
+            self._tokenizers[language] = self.tokenizer.with_language(language)
+        return self._tokenizers[language]
 
     def next_window(self, slot: _Slot) -> Window | FileDone:
         """The slot's next window, or FileDone when its file is finished (MediaError on bad media)."""
@@ -172,7 +219,7 @@ class BatchTranscriber:
         window = slot.decoder.next_window()
         slot.timings["audio_and_features"] += time.perf_counter() - started
         if window is None:
-            return FileDone(slot.task.key, slot.decoder.audio.duration, slot.language or "en",
+            return FileDone(slot.task.key, slot.decoder.audio.duration, slot.language,
                             slot.language_probability, dict(slot.timings))
         return window
 
@@ -187,10 +234,10 @@ class BatchTranscriber:
             slot.timings["shared_calls"] += len(ready) > 1
         encode = getattr(self.backend, "encode_wide", self.backend.encode) if alone else self.backend.encode
         encoded = encode(np.stack([w.features for _, w in ready]))
-        self._detect_languages(ready, encoded)
         self._charge(ready, "encode", time.perf_counter() - clock)
         clock = time.perf_counter()
-        rounds = decode_rounds(self.backend, encoded, [w.prompt for _, w in ready], self.options, self.tokenizer)
+        rounds = decode_rounds(self.backend, encoded, [w.prompt for _, w in ready], self.options, self.tokenizer,
+                               [w.seed for _, w in ready])
         for settled, decoded, tried in rounds:
             self._charge([ready[i] for i in tried], "generate", time.perf_counter() - clock)
             clock = time.perf_counter()
@@ -201,9 +248,10 @@ class BatchTranscriber:
             for i, (slot, window), result, (raw, next_seek), found in zip(settled, done, decoded, splits, words):
                 segments = slot.decoder.accept(window, result, raw, next_seek, found)
                 covered = (slot.decoder.seek - slot.task.span[0]) / SAMPLE_RATE
-                yield i, WindowDone(slot.task.key, window.index, window.seek, slot.decoder.window_index,
-                                    slot.decoder.seek, tuple(segments), slot.decoder.audio.duration,
-                                    slot.task.part, covered)
+                decoder = slot.decoder
+                yield i, WindowDone(slot.task.key, window.index, window.seek, decoder.window_index, decoder.seek,
+                                    tuple(segments), decoder.audio.duration, slot.task.part, covered,
+                                    tuple(decoder.previous), decoder.prompt_reset)
             clock = time.perf_counter()
 
     @staticmethod
@@ -211,17 +259,6 @@ class BatchTranscriber:
         """A stage's seconds, shared equally among the windows of the call that went through it."""
         for slot, _ in ready:
             slot.timings[stage] += seconds / len(ready)
-
-    def _detect_languages(self, ready: list[tuple[_Slot, Window]], encoded: np.ndarray) -> None:
-        """On a file's first window, a multilingual model picks its language; the prompt follows."""
-        todo = [i for i, (slot, _) in enumerate(ready) if slot.language is None]
-        if not todo:
-            return
-        for i, ranked in zip(todo, self.backend.detect_language(encoded[todo])):
-            slot, window = ready[i]
-            slot.language, slot.language_probability = ranked[0]
-            slot.decoder.set_language(slot.language)
-            window.prompt = slot.decoder.prompt()
 
     def _align(self, encoded: np.ndarray, rows: list[int], ready: list[tuple[_Slot, Window]], splits) -> list:
         """Word times for every window that kept text (`rows`: the windows' rows in `encoded`).

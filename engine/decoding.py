@@ -13,12 +13,15 @@ from engine.backends.base import Backend, Generation
 from engine.options import TranscribeOptions
 from engine.tokenizer import Tokenizer
 
+# Whisper's limit on the prompt: n_text_ctx // 2 - 1 tokens (its DecodingTask keeps the last ones).
+MAX_PROMPT = 223
+
 # Previous-text lengths are cut to one of these, so that prompts of files decoded together
 # line up (CTranslate2 needs <|startoftranscript|> at one position across a batch) while a
 # file's prompt depends only on its own history: batched results equal unbatched ones.
 # Few rungs (powers of two below Whisper's 223) make more windows share a length, so calls
 # fill: 40 files, 2 replicas, median of 3: 47.3 -> 42.5 s; WER of the scored files 4.49 -> 4.43%.
-PREVIOUS_TEXT_LADDER = (223, 128, 64, 32, 16, 8, 4, 2, 1)
+PREVIOUS_TEXT_LADDER = (MAX_PROMPT, 128, 64, 32, 16, 8, 4, 2, 1)
 
 # A sampled fallback attempt first runs this many tokens. One that has not ended and already fails
 # the compression check is Whisper's hallucination loop (the same words until the 224-token limit):
@@ -44,30 +47,47 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def previous_context(tokens: list[int]) -> list[int]:
-    """The tail of the previous text to condition on, its length taken from the ladder."""
+def previous_context(text: list[int], initial: list[int] = (), limit: int = MAX_PROMPT) -> list[int]:
+    """The previous text to condition on: the initial prompt while it still applies, then the text
+    decoded since, cut to a ladder rung. The ladder cuts only decoded text, so a user's prompt reaches
+    the model whole; once the two fill `limit`, Whisper's own cut keeps their last `limit` tokens
+    (every such prompt has that one length, so batches still line up)."""
+    if len(initial) + len(text) >= limit:
+        return [*initial, *text][len(initial) + len(text) - limit:]
     for n in PREVIOUS_TEXT_LADDER:
-        if len(tokens) >= n:
-            return list(tokens[-n:])
-    return []
+        if len(text) >= n:
+            return [*initial, *text[len(text) - n:]]
+    return list(initial)
 
 
-def build_prompt(tokenizer: Tokenizer, previous: list[int], without_timestamps: bool) -> list[int]:
-    """<|startofprev|> previous text, then the start sequence, then <|notimestamps|> if asked."""
-    prompt = [tokenizer.sot_prev, *previous] if previous else []
+def build_prompt(tokenizer: Tokenizer, previous: list[int], without_timestamps: bool,
+                 hotwords: list[int] = ()) -> list[int]:
+    """<|startofprev|> hotwords and previous text (faster-whisper's order), the start sequence, then
+    <|notimestamps|> if asked."""
+    context = [*hotwords, *previous]
+    prompt = [tokenizer.sot_prev, *context] if context else []
     prompt.extend(tokenizer.sot_sequence)
     if without_timestamps:
         prompt.append(tokenizer.no_timestamps)
     return prompt
 
 
+def sampling_seed(window_seed: int, temperature: float) -> int:
+    """The seed of a window's sampled attempt at `temperature` (a 32-bit unsigned int)."""
+    return zlib.crc32(f"{window_seed}:{temperature:.4f}".encode())
+
+
 def decode_rounds(backend: Backend, encoded: np.ndarray, prompts: list[list[int]], options: TranscribeOptions,
-                  tokenizer: Tokenizer) -> Iterator[tuple[list[int], list[DecodedWindow], list[int]]]:
+                  tokenizer: Tokenizer, seeds: list[int] | None = None
+                  ) -> Iterator[tuple[list[int], list[DecodedWindow], list[int]]]:
     """Decode every window, re-running only the failing ones at the next temperature.
 
     One temperature per round; after each, yields (indices settled in it, their results, indices
     decoded in it), so a caller can hand the settled windows on while the others fall back (a
     window in fallback may take 20 s; the windows decoded beside it need not wait for it).
+    With `seeds` (one per window: engine.transcribe.Window.seed), each sampled attempt is one window
+    in a call of its own, seeded by its window and temperature: what it samples depends on nothing
+    else (not the windows beside it, not the replica), so batched, sequential and resumed runs agree.
     """
     attempts: list[list[DecodedWindow]] = [[] for _ in prompts]
     pending = list(range(len(prompts)))
@@ -80,10 +100,13 @@ def decode_rounds(backend: Backend, encoded: np.ndarray, prompts: list[list[int]
         # the last temperature always runs to its end: when every attempt fails, its may be the one kept
         trial = temperature > 0 and not last and options.compression_ratio_threshold is not None \
             and getattr(backend, "cuts_short", False)
-        for group in _same_length_groups(pending, prompts):
+        seeded = seeds is not None and temperature > 0
+        for group in [[i] for i in pending] if seeded else _same_length_groups(pending, prompts):
             attempt = _attempt_with_trial if trial else _attempt
+            call_options = replace(decode_options, seed=sampling_seed(seeds[group[0]], temperature)) \
+                if seeded else decode_options
             for i, result in zip(group, attempt(backend, encoded[group], [prompts[i] for i in group],
-                                                decode_options, tokenizer, options)):
+                                                call_options, tokenizer, options)):
                 attempts[i].append(result)
         failing = {i for i in pending if _needs_fallback(attempts[i][-1], options)}
         settled = pending if last else [i for i in pending if i not in failing]

@@ -8,7 +8,7 @@ DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # TranscribeOptions fields that shape only one file's own loop (its prompt, language, VAD, parts),
 # not a model call: files that differ only in these still share calls (TranscribeOptions.call_key).
 PER_FILE_FIELDS = frozenset({
-    "language", "task", "initial_prompt", "condition_on_previous_text", "prompt_reset_on_temperature",
+    "language", "task", "initial_prompt", "hotwords", "condition_on_previous_text", "prompt_reset_on_temperature",
     "vad", "vad_threshold", "vad_hysteresis", "min_silence", "speech_pad", "part_seconds",
 })
 
@@ -30,6 +30,7 @@ class DecodeOptions:
     without_timestamps: bool = False
     max_initial_timestamp: float = 1.0
     max_new_tokens: int | None = None  # a trial run: stop every hypothesis after this many tokens
+    seed: int | None = None  # temperature > 0: what sampling draws from (engine.decoding.sampling_seed)
 
     def __post_init__(self):
         if self.beam_size < 1:
@@ -38,6 +39,8 @@ class DecodeOptions:
             raise ValueError(f"best_of must be >= 1, got {self.best_of}")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"temperature must be within [0, 2], got {self.temperature}")
+        if self.seed is not None and not 0 <= self.seed < 2 ** 32:
+            raise ValueError(f"seed must be a 32-bit unsigned int, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,12 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = True
     prompt_reset_on_temperature: float = 0.5
+    # Text the first window is conditioned on (names, jargon), as Whisper's initial_prompt: it heads the
+    # previous text until a prompt reset, whole up to Whisper's limit (its last 223 tokens)
     initial_prompt: str | None = None
+    # Words put before the previous text in every window's prompt, as faster-whisper's hotwords (its first
+    # 223 tokens); they are kept through prompt resets and without condition_on_previous_text
+    hotwords: str | None = None
     suppress_blank: bool = True
     suppress_tokens: tuple[int, ...] = (-1,)
     without_timestamps: bool = False

@@ -46,23 +46,30 @@ def words_from_alignment(tokenizer: Tokenizer, text_tokens: list[int], alignment
 
 
 def merge_punctuation(words: list[TimedWord]) -> None:
-    """Attach opening marks to the next word and closing marks to the previous one, in place."""
-    i = len(words) - 2
+    """Attach opening marks to the next word and closing marks to the previous one, in place.
+
+    Whisper's merge_punctuations: the word that takes a mark stays the target (pointer `j`, `i`) while
+    marks follow each other, so " Hello", "?", "!" gives " Hello?!", not " Hello?" and a stray "!"."""
+    i, j = len(words) - 2, len(words) - 1
     while i >= 0:
-        previous, following = words[i], words[i + 1]
+        previous, following = words[i], words[j]
         if previous.word.startswith(" ") and previous.word.strip() in PREPEND_PUNCTUATION:
             following.word = previous.word + following.word
             following.tokens = previous.tokens + following.tokens
             previous.word, previous.tokens = "", []
+        else:
+            j = i
         i -= 1
-    i = 0
-    while i < len(words) - 1:
-        previous, following = words[i], words[i + 1]
-        if not previous.word.endswith(" ") and following.word in APPEND_PUNCTUATION and following.word:
+    i, j = 0, 1
+    while j < len(words):
+        previous, following = words[i], words[j]
+        if not previous.word.endswith(" ") and following.word in APPEND_PUNCTUATION:
             previous.word += following.word
-            previous.tokens += following.tokens
+            previous.tokens = previous.tokens + following.tokens
             following.word, following.tokens = "", []
-        i += 1
+        else:
+            i = j
+        j += 1
 
 
 def clip_long_words(groups: list[list[TimedWord]]) -> None:

@@ -7,12 +7,14 @@ timestamp and keeps the text as the next window's prompt. Model calls live in `b
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from engine.constants import HOP_LENGTH, INPUT_STRIDE, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION
-from engine.decoding import DecodedWindow, build_prompt, previous_context
+from engine.decoding import MAX_PROMPT, DecodedWindow, build_prompt, previous_context
 from engine.features import window_features
 from engine.options import TranscribeOptions
 from engine.results import Segment, Word
@@ -27,6 +29,11 @@ MIN_WINDOW_SAMPLES = SAMPLE_RATE // 10  # less than 0.1 s of audio is not worth 
 # from the nearest word (word times are not exact).
 UNHEARD_MARGIN = 1.0
 UNHEARD_SPEECH = 1.0
+# A window that stops short of its end moves the seek at least this far (or to its end): one that
+# moved less was decoded again from nearly the same place, and the rules above could move one 32 ms
+# VAD frame per full decode. None of the shared clips' windows needs it (benchmarks/decode_counts.py:
+# at most 2 windows per 30 s); a model that closed every window at its start takes 10 per 30 s.
+MIN_ADVANCE = 3 * SAMPLE_RATE
 
 
 @dataclass
@@ -38,6 +45,7 @@ class Window:
     stop: int  # sample just past the audio it holds (the rest is zero padding)
     features: np.ndarray
     prompt: list[int]
+    seed: int = 0  # sampled fallback draws from this (engine.decoding.sampling_seed): the file's name and seek
 
     @property
     def num_frames(self) -> int:
@@ -59,12 +67,17 @@ class RawSegment:
 
 
 class LongFormDecoder:
-    """The state of one file's transcription: seek, previous text, segment count."""
+    """The state of one file's transcription: seek, previous text, segment count.
+
+    The prompt state is `previous` (the text decoded since the last prompt reset, its last MAX_PROMPT
+    tokens: no prompt uses more) and `prompt_reset` (a reset happened since the chain began, so the
+    initial prompt no longer applies, as in Whisper); a resume that passes both back prompts as an
+    uninterrupted run would."""
 
     def __init__(self, path: str, tokenizer: Tokenizer, options: TranscribeOptions, n_mels: int,
                  start_seek: int = 0, start_window: int = 0, previous_tokens: tuple[int, ...] = (),
                  first_segment_id: int = 0, duration_hint: float | None = None,
-                 span: tuple[int, int | None] = (0, None)):
+                 span: tuple[int, int | None] = (0, None), prompt_reset: bool = False):
         self.path = str(path)
         self.tokenizer = tokenizer
         self.options = options
@@ -75,10 +88,10 @@ class LongFormDecoder:
         self.audio = AudioCursor(self.path, vad=options.vad, duration_hint=duration_hint, start=start, stop=stop)
         self.seek = start_seek
         self.window_index = start_window
-        self.all_tokens: list[int] = list(previous_tokens)
-        if options.initial_prompt and not previous_tokens:
-            self.all_tokens = tokenizer.encode(" " + options.initial_prompt.strip())
-        self.prompt_reset_since = 0
+        self.previous: list[int] = list(previous_tokens)[-MAX_PROMPT:]
+        self.prompt_reset = prompt_reset
+        self.initial = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
+        self.hotwords = tokenizer.encode(" " + options.hotwords.strip())[:MAX_PROMPT] if options.hotwords else []
         self.next_segment_id = first_segment_id
         self.last_end = start_seek / SAMPLE_RATE
         self.finished = False
@@ -89,7 +102,7 @@ class LongFormDecoder:
 
     def next_window(self) -> Window | None:
         """The next window to decode, or None when the file is done."""
-        span = self._next_span()
+        span = self.next_span()
         if span is None:
             self.finished = True
             self.audio.close()
@@ -100,20 +113,23 @@ class LongFormDecoder:
         self.cap = None
         self.audio.forget_before(self.seek)
         features = window_features(self.audio.slice(self.seek, stop), self.n_mels)
-        return Window(self.window_index, self.seek, stop, features, self.prompt())
+        return Window(self.window_index, self.seek, stop, features, self.prompt(), self._seed())
+
+    def _seed(self) -> int:
+        """The window's seed: its file's name (not its folder, which a worker's path map may change)
+        and its seek, so a resumed or batched run samples as an uninterrupted sequential one."""
+        return zlib.crc32(f"{Path(self.path).name}:{self.seek}".encode())
 
     def prompt(self) -> list[int]:
-        """Previous text (cut to the ladder) and the start sequence for the next window."""
-        previous = previous_context(self.all_tokens[self.prompt_reset_since:]) \
-            if self.options.condition_on_previous_text else []
-        return build_prompt(self.tokenizer, previous, self.options.without_timestamps)
+        """Hotwords, the initial prompt and previous text (engine.decoding.previous_context), and the
+        start sequence for the next window. Without condition_on_previous_text the first window still
+        has the initial prompt: Whisper resets the previous text only after a window."""
+        initial = [] if self.prompt_reset else self.initial
+        previous = previous_context(self.previous, initial, MAX_PROMPT - len(self.hotwords))
+        return build_prompt(self.tokenizer, previous, self.options.without_timestamps, self.hotwords)
 
-    def set_language(self, language: str) -> None:
-        """Use the detected language from now on (multilingual models)."""
-        self.tokenizer = self.tokenizer.with_language(language)
-
-    def _next_span(self) -> tuple[int, int] | None:
-        """(seek, stop) of the next window with speech in it."""
+    def next_span(self) -> tuple[int, int] | None:
+        """(seek, stop) of the next window with speech in it (the seek moves over what it skips)."""
         while True:
             self.audio.forget_before(self.seek)
             lookahead = N_SAMPLES + frames_of(self.options.min_silence + self.options.speech_pad) * FRAME
@@ -261,12 +277,21 @@ class LongFormDecoder:
         segments = [s for s in (self._segment(window, decoded, r, groups[i] if groups else None)
                                 for i, r in enumerate(raw)) if s is not None]
         for r in raw:
-            self.all_tokens.extend(r.tokens)
-        if decoded.temperature > self.options.prompt_reset_on_temperature or self._likely_silence(decoded):
-            self.prompt_reset_since = len(self.all_tokens)  # never condition on a likely hallucination
-        self.seek = next_seek
+            self.previous.extend(r.tokens)
+        del self.previous[:-MAX_PROMPT]
+        if not self.options.condition_on_previous_text or self._likely_silence(decoded) \
+                or decoded.temperature > self.options.prompt_reset_on_temperature:
+            self.previous, self.prompt_reset = [], True  # never condition on a likely hallucination
+        self.seek = self._bounded(window, next_seek)
         self.window_index += 1
         return segments
+
+    def _bounded(self, window: Window, next_seek: int) -> int:
+        """`next_seek`, at least MIN_ADVANCE past the window's seek (or its stop), except when the window
+        is decoded again from its own seek with a shorter stop (a cap: once per seek)."""
+        if self.cap is not None:
+            return next_seek
+        return max(next_seek, min(window.seek + MIN_ADVANCE, window.stop))
 
     def _seek_after_words(self, window: Window, raw, groups, next_seek: int) -> int:
         """With word times, resume right after the last word of an incomplete window."""

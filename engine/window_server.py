@@ -70,8 +70,17 @@ class WindowServer:
                options: TranscribeOptions | None = None) -> Iterator[Event]:
         """One file's events, decoded with `options` (default: the server's); model calls are batched
         with other threads' files. With `stop` set, the file ends quietly after its current window.
-        A long fresh file is cut into parts (FilePlanned comes first), each decoded in a thread of its own."""
+        A long fresh file is cut into parts (FilePlanned comes first), each decoded in a thread of its own.
+        A multilingual model without a language detects it first, once for the whole file
+        (LanguageDetected, before anything else)."""
         core = self.core_for(options)
+        try:
+            task, detected = core.with_language(task)
+        except MediaError as exc:
+            yield FileFailed(task.key, exc)
+            return
+        if detected is not None:
+            yield detected
         planned = core.plan(task)
         if planned.parts is not None and task.parts is None:
             yield FilePlanned(task.key, tuple(p.span for p in planned.parts))
@@ -264,7 +273,8 @@ def _merged_parts(server: WindowServer, core: BatchTranscriber, task: FileTask,
                 yield replace(item, done_seconds=sum(covered.values()) / SAMPLE_RATE,
                               duration=max(item.duration, task.duration or 0.0))
         if len(finished) == len(parts):
-            yield _file_done(task, [finished[k] for k in sorted(finished)], core.options.language)
+            language = core.options.language or task.language
+            yield _file_done(task, [finished[k] for k in sorted(finished)], language)
     finally:
         halt.set()
         for thread in threads:
@@ -280,7 +290,7 @@ def _file_done(task: FileTask, parts: list[FileDone], language: str | None) -> F
             timings[stage] = timings.get(stage, 0.0) + seconds
     duration = max([d.duration for d in parts] + [task.duration or 0.0])
     if not parts:
-        return FileDone(task.key, duration, language or "en", 1.0, timings)
+        return FileDone(task.key, duration, language or "en", task.language_probability, timings)
     return FileDone(task.key, duration, parts[0].language, parts[0].language_probability, timings)
 
 

@@ -96,6 +96,23 @@ def test_without_the_vad_an_early_end_jumps_to_the_window_end(files, gb0_tail, c
     assert next_seek == window.stop == 30 * SAMPLE_RATE
 
 
+def test_a_model_that_keeps_closing_early_cannot_loop(files, cpu_transcriber):
+    """Every window answered with one word at its very start, then end of text, although the VAD hears
+    speech all through: each decode still moves the seek MIN_ADVANCE (3 s) on, so the ~30 s file takes
+    about 10 decodes, not one per 32 ms VAD frame."""
+    decoder, window = _first_window(files["speech_after"], cpu_transcriber)
+    decodes = 0
+    while window is not None and decodes < 40:
+        decoded = _closed_early(decoder, window, 0.1)
+        raw, next_seek = decoder.split(window, decoded)
+        words = _words(decoder, "Thank you for listening.", 0.0, 0.1)
+        decoder.accept(window, decoded, raw, next_seek, words)
+        decodes += 1
+        assert decoder.seek >= min(window.seek + 3 * SAMPLE_RATE, window.stop)
+        window = decoder.next_window()
+    assert window is None and decodes <= 11, decodes
+
+
 def test_the_file_keeps_both_passages(files, cpu_transcriber):
     """End to end on the joined file: the last sentence of gb0 and jfk's line both come out."""
     text = " ".join(s.text for s in cpu_transcriber.transcribe_iter(files["speech_after"])).lower()
@@ -131,7 +148,7 @@ def test_a_passage_skipped_at_the_window_start_is_decoded_again_in_a_shorter_win
     words = _words(decoder, JFK, jfk_at + 0.3, 29.5)
     decoded = DecodedWindow(tuple(raw[0].tokens), -0.5, 0.05, 1.1, 0.0)
     assert decoder.accept(window, decoded, raw, window.stop, words) == []
-    assert decoder.all_tokens == []  # nothing of the dropped text becomes the next prompt
+    assert decoder.previous == []  # nothing of the dropped text becomes the next prompt
     again = decoder.next_window()
     assert again.seek == window.seek
     assert again.stop == pytest.approx(round((jfk_at + 0.3) * SAMPLE_RATE), abs=1)
@@ -151,7 +168,7 @@ def test_a_passage_skipped_between_segments_is_decoded_next(files, gb0_tail, cpu
     segments = decoder.accept(window, decoded, raw, window.stop, words)
     assert [s.text.strip() for s in segments] == [first]
     assert decoder.seek == pytest.approx(3.5 * SAMPLE_RATE, abs=1)
-    assert decoder.all_tokens == raw[0].tokens
+    assert decoder.previous == raw[0].tokens
 
 
 def test_words_that_cover_the_speech_are_kept_whole(files, gb0_tail, cpu_transcriber):

@@ -43,6 +43,10 @@ def resolve_device(compute: str) -> str:
     raise BackendUnavailable(compute, "unknown compute kind (cpu, gpu, ane, all, auto)")
 
 
+# CTranslate2's seed is process-wide and reaches a worker thread only at that thread's first draw (4.8:
+# set_random_seed does not restart a thread that has drawn): seeded calls take turns, each on a fresh copy.
+_SEEDED = threading.Lock()
+
 # Windows per encoder call on CPU: each row costs ~80 MB of activations, and rows past two gain little
 # (4 windows: 1.88 s in one call, 2.04 s in two, 2.13 s in four, one thread): a batch-8 worker's
 # peak on a 3-hour file fell from 1.54 GB.
@@ -88,6 +92,8 @@ class CTranslate2Backend:
         self.compute = "gpu" if device == "cuda" else "cpu"
         self.compute_type = compute_type or _DEFAULT_TYPES[device]
         self._ct2 = ctranslate2
+        self._where = {"device": device, "device_index": device_index, "compute_type": self.compute_type}
+        self._path = str(model.path)
         # `replicas` calls can run at once (engine.window_server runs one server per replica); on CPU the
         # threads are shared out: 2 x 1 thread beat 1 x 2 threads by 1.14x on 2 cores at batch 8.
         self.replicas = max(1, int(replicas))
@@ -145,8 +151,7 @@ class CTranslate2Backend:
         # CTranslate2 stops after min(max_length - prompt + 1, max_length // 2) tokens (prompts in a call
         # have one length): this max_length makes that exactly `limit`
         max_length = options.max_length if limit is None else max(2 * limit, len(prompts[0]) + limit - 1)
-        results = self.model.generate(
-            self._view(encoded), prompts,
+        kwargs = dict(
             beam_size=1 if sampling else options.beam_size,
             num_hypotheses=options.best_of if sampling else 1,
             sampling_topk=0 if sampling else 1,
@@ -157,7 +162,22 @@ class CTranslate2Backend:
             max_length=max_length, return_scores=True, return_no_speech_prob=True,
             suppress_blank=options.suppress_blank, suppress_tokens=list(options.suppress_tokens),
             max_initial_timestamp_index=int(round(options.max_initial_timestamp / TIME_PRECISION)))
+        if sampling and options.seed is not None:
+            results = self._generate_seeded(encoded, prompts, options.seed, kwargs)
+        else:
+            results = self.model.generate(self._view(encoded), prompts, **kwargs)
         return [self._generation(r, options.length_penalty, limit) for r in results]
+
+    def _generate_seeded(self, encoded: np.ndarray, prompts: list[list[int]], seed: int, kwargs: dict) -> list:
+        """A sampled call that draws from `seed` alone: on a fresh copy of the model with one thread (its
+        first draw takes the seed), so neither the replicas nor their threads change what is sampled.
+        The copy costs a load per sampled call: tiny.en int8 on CPU 0.18 s; apollo11.mp3's looping window
+        (the VAD settings of tests/test_fallback_trial.py) makes 5 sampled calls, 0.9 s of loads in a file
+        that took 23-32 s on a busy 2-core machine. Fallback is rare, so this is not worth a spare copy."""
+        with _SEEDED:
+            self._ct2.set_random_seed(seed)
+            fresh = self._ct2.models.Whisper(self._path, intra_threads=1, inter_threads=1, **self._where)
+            return fresh.generate(self._view(encoded), prompts, **kwargs)
 
     @staticmethod
     def _generation(result, length_penalty: float, limit: int | None = None) -> Generation:

@@ -278,6 +278,7 @@ class CoreMLBackend:
 
     def _sample(self, rows: _Rows, logits: np.ndarray, prompts, options: DecodeOptions, timestamps: bool):
         n, eot = options.best_of, self.tokenizer.eot
+        rng = self.rng if options.seed is None else np.random.default_rng(options.seed)  # seeded: this call alone
         rows = rows.take(np.repeat(np.arange(len(prompts)), n))
         logits, scores = np.repeat(logits, n, axis=0), np.zeros(len(prompts) * n)
         done: list[dict[tuple[int, ...], float]] = [{} for _ in prompts]
@@ -285,7 +286,7 @@ class CoreMLBackend:
             generated = [rows.tokens[r][len(prompts[w]):] for r, w in enumerate(rows.window)]
             filtered = apply_rules(logits, generated, options, self.rules, timestamps)
             logprobs = log_softmax(filtered)
-            picked = sample(filtered, options.temperature, self.rng)
+            picked = sample(filtered, options.temperature, rng)
             scores = scores + logprobs[np.arange(len(picked)), picked]
             keep = []
             for r, (w, token) in enumerate(zip(rows.window, picked.tolist())):
