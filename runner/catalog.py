@@ -125,6 +125,7 @@ class Transcript(Base):
     owner: Mapped[str | None] = mapped_column(String(255))  # that attempt's worker
     next_window: Mapped[int] = mapped_column(Integer, default=0)  # resume point: first window to do
     next_seek: Mapped[int] = mapped_column(BigInteger, default=0)  # resume point: sample index
+    prompt_state: Mapped[dict | None] = mapped_column(JSON)  # the engine's prompt at the resume point
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     timings: Mapped[dict | None] = mapped_column(JSON)
@@ -154,6 +155,7 @@ class TranscriptPart(Base):
     next_window: Mapped[int] = mapped_column(Integer)
     next_seek: Mapped[int] = mapped_column(BigInteger)
     done: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompt_state: Mapped[dict | None] = mapped_column(JSON)  # the engine's prompt at this part's resume point
 
     transcript: Mapped[Transcript] = relationship(back_populates="parts")
 

@@ -79,6 +79,8 @@ DECODE_FLAGS = (
                                             help="Fallback ladder (default 0,0.2,0.4,0.6,0.8,1; '0': no fallback).")),
     ("--initial-prompt", "initial_prompt", dict(default=None, envvar="SCRIPTORIUM_INITIAL_PROMPT",
                                                 help="Text the first window is conditioned on: names, jargon, style.")),
+    ("--hotwords", "hotwords", dict(default=None, envvar="SCRIPTORIUM_HOTWORDS",
+                                    help="Words to favour (names, terms), given to every window.")),
     ("--no-previous-text", "no_previous_text", dict(is_flag=True, envvar="SCRIPTORIUM_NO_PREVIOUS_TEXT",
                                                     help="Do not condition each window on the text before it.")),
     ("--no-vad", "no_vad", dict(is_flag=True, help="Decode every window, even without detected speech.")),
@@ -101,7 +103,7 @@ def decode_options(func):
     return wrapper
 
 
-def _options(language=None, task="transcribe", beam_size=5, temperatures=None, initial_prompt=None,
+def _options(language=None, task="transcribe", beam_size=5, temperatures=None, initial_prompt=None, hotwords=None,
               no_previous_text=False, no_vad=False, no_word_timestamps=False):
     """TranscribeOptions from the decode flags; a bad value is a usage error naming the flag."""
     from engine.options import TranscribeOptions
@@ -114,7 +116,8 @@ def _options(language=None, task="transcribe", beam_size=5, temperatures=None, i
             raise click.BadParameter(f"{temperatures!r}: expected numbers like 0,0.2,0.4", param_hint="--temperatures")
     try:
         return TranscribeOptions(language=language, task=task, beam_size=beam_size,
-                                 initial_prompt=initial_prompt, condition_on_previous_text=not no_previous_text,
+                                 initial_prompt=initial_prompt, hotwords=hotwords,
+                                 condition_on_previous_text=not no_previous_text,
                                  vad=not no_vad, word_timestamps=not no_word_timestamps, **kw)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -142,6 +145,7 @@ def transcribe(files, model, compute, threads, options, fmt, output_dir, batch):
     from engine.api import Transcriber
     from runner.transcribe_cmd import resolve_formats, transcribe_files
 
+    check_task(options, model)
     transcriber = Transcriber(model=model, compute=compute, threads=threads)
     failed = transcribe_files(list(files), transcriber, options, resolve_formats(fmt), Path(output_dir), batch)
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
@@ -156,6 +160,17 @@ def data_options(func):
     func = click.option("--redis", "redis_url", default=None, envvar="SCRIPTORIUM_REDIS",
                         help="Redis URL (redis://, rediss://, unix://); default: an embedded Redis.")(func)
     return func
+
+
+def check_task(options, model: str | None, models_dir=None) -> None:
+    """--task translate needs a multilingual model: refused at once (exit 2), not after the model loads."""
+    if options.task != "translate":
+        return
+    from engine.models import resolve_model
+
+    spec = resolve_model(model, models_dir)
+    if not spec.multilingual:
+        raise click.UsageError(f"--task translate needs a multilingual model; {spec.name} is English-only")
 
 
 def batch_option(func):
@@ -252,6 +267,7 @@ def run(paths, data, db, redis_url, model, compute, threads, options, workers, b
     from runner.run import run as run_all
 
     settings = _settings(data, db, redis_url, outputs=outputs, overwrite=overwrite)
+    check_task(options, model, settings.models_dir)
     compute = "cpu" if compute == "auto" and not _has_gpu() else ("gpu" if compute == "auto" else compute)
     code = run_all(settings, [Path(p) for p in paths], workers, threads or None, compute, model,
                    options, batch, settle_wait)
@@ -288,6 +304,7 @@ def scan(paths, data, db, redis_url, model, options, no_queue):
     from runner.submit import submit
 
     settings = _settings(data, db, redis_url)
+    check_task(options, model, settings.models_dir)
     catalog = _catalog(settings)
     spec = resolve_model(model, settings.models_dir) if model else None
     summary = Scanner(catalog, spec.sha256 if spec else None).scan([Path(p) for p in paths],

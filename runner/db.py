@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from typing import NamedTuple
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -124,7 +125,7 @@ def _of_part(part: int | None) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class PartResume:
-    """Where one unfinished part of a file decoded in parts goes on, and its prompt."""
+    """Where one unfinished part of a file decoded in parts goes on, and its prompt state."""
 
     part: int
     start: int
@@ -132,6 +133,32 @@ class PartResume:
     next_window: int
     next_seek: int
     prompt: list[int]
+    prompt_reset: bool = False
+
+
+class Started(NamedTuple):
+    """Where a transcript (new or resumed) goes on: its resume point, the engine's prompt state there
+    (previous-text tokens, and whether the prompt was reset so the initial prompt no longer applies),
+    and the file's language once detected."""
+
+    transcript_id: int
+    next_window: int
+    next_seek: int
+    prompt: list[int]
+    prompt_reset: bool = False
+    language: str | None = None
+    language_probability: float | None = None
+
+
+def _normal_options(options: dict | None) -> dict:
+    """Stored options as the current TranscribeOptions writes them (fields added since get their
+    defaults), so a transcript started before an option was added still resumes."""
+    from engine.options import TranscribeOptions
+
+    try:
+        return _jsonable(TranscribeOptions.from_dict(options or {}).to_dict())
+    except (TypeError, ValueError):
+        return _jsonable(options)
 
 
 class Catalog:
@@ -248,16 +275,23 @@ class Catalog:
             .where(m.Transcript.model_hash == model_hash)
             .order_by(m.Transcript.id.desc())
         )
-        return next((t for t in rows if _jsonable(t.options) == options), None)
+        return next((t for t in rows if _normal_options(t.options) == options), None)
+
+    @classmethod
+    def _prompt(cls, session: Session, transcript: m.Transcript, part: m.TranscriptPart | None = None
+                ) -> tuple[list[int], bool]:
+        """The engine's prompt state stored at the resume point (of one part, for a file in parts):
+        (previous-text tokens, whether the prompt was reset). A transcript stored before the state
+        was kept gets it rebuilt from its segments (_prompt_tokens), as it was then."""
+        state = (part if part is not None else transcript).prompt_state
+        if state is not None:
+            return list(state.get("tokens") or []), bool(state.get("reset"))
+        return cls._prompt_tokens(session, transcript, part.part if part is not None else None), False
 
     @staticmethod
     def _prompt_tokens(session: Session, transcript: m.Transcript, part: int | None = None) -> list[int]:
-        """The last tokens the decoder had as context, as the long-form loop would rebuild them
-        (of one part's chain of windows, for a file decoded in parts).
-
-        Like Whisper, a window decoded above prompt_reset_on_temperature resets the prompt, and
-        condition_on_previous_text=False means no prompt at all.
-        """
+        """The last tokens the decoder had as context, rebuilt from the segments by the rules of
+        before the engine's state was stored (for transcripts stored then)."""
         opts = transcript.options or {}
         if not opts.get("condition_on_previous_text", True):
             return []
@@ -278,21 +312,20 @@ class Catalog:
     def start_transcript(
         self, media_id: int, model_name: str, model_hash: str, backend: str, compute: str,
         options: dict, engine_version: str, attempt: str | None = None, owner: str | None = None,
-    ) -> tuple[int, int, int, list[int]]:  # fmt: skip
+    ) -> Started:  # fmt: skip
         """Resume this media's unfinished transcript for the same model and options, or start one,
         as `attempt` (a job run's id; its worker is `owner`): from now on only that attempt's writes
-        are taken, an older attempt still running is refused (Superseded) at its next write.
-
-        Returns (transcript_id, next_window, next_seek, prompt_tokens).
-        """
+        are taken, an older attempt still running is refused (Superseded) at its next write."""
         options = _jsonable(options)
         with self.write() as session:
             self._media(session, media_id)
-            found = self._resumable(session, media_id, model_hash, options)
+            found = self._resumable(session, media_id, model_hash, _normal_options(options))
             if found is not None:
                 found = self._transcript(session, found.id)  # locked: no write of the old attempt interleaves
                 found.attempt, found.owner = attempt, owner
-                return found.id, found.next_window, found.next_seek, self._prompt_tokens(session, found)
+                tokens, reset = self._prompt(session, found)
+                return Started(found.id, found.next_window, found.next_seek, tokens, reset, found.language,
+                               found.language_probability)
             new = m.Transcript(
                 media_id=media_id, model_name=model_name, model_hash=model_hash, backend=backend,
                 compute=compute, options=options, engine_version=engine_version, status=Status.running,
@@ -300,13 +333,16 @@ class Catalog:
             )  # fmt: skip
             session.add(new)
             session.flush()
-            return new.id, 0, 0, []
+            return Started(new.id, 0, 0, [])
 
     def add_window(self, transcript_id: int, window: int, next_seek: int, segments: Sequence[Segment],
-                   part: int | None = None, attempt: str | None = None) -> None:
+                   part: int | None = None, attempt: str | None = None,
+                   prompt: tuple[Sequence[int], bool] | None = None) -> None:
         """Store one decoded window and the resume point after it (of `part`, for a file decoded in
-        parts), replacing any earlier copy of it and of the windows after it. With `attempt`, only
-        if that attempt still owns the transcript (else Superseded)."""
+        parts), replacing any earlier copy of it and of the windows after it, with the engine's
+        prompt state there (`prompt`: previous-text tokens, reset). With `attempt`, only if that
+        attempt still owns the transcript (else Superseded)."""
+        state = None if prompt is None else {"tokens": [int(t) for t in prompt[0]], "reset": bool(prompt[1])}
         with self.write() as session:
             transcript = self._transcript(session, transcript_id, attempt)
             if transcript.status != Status.running:
@@ -317,12 +353,18 @@ class Catalog:
             first = session.scalar(select(func.coalesce(func.max(m.Segment.idx) + 1, 0)).where(of_transcript))
             session.add_all(_segment_row(transcript_id, window, first + i, seg) for i, seg in enumerate(segments))
             if part is None:
-                transcript.next_window, transcript.next_seek = window + 1, next_seek
+                transcript.next_window, transcript.next_seek, transcript.prompt_state = window + 1, next_seek, state
                 return
             row = session.get(m.TranscriptPart, (transcript_id, part))
             if row is None:
                 raise CatalogError(f"transcript {transcript_id} has no part {part}")
-            row.next_window, row.next_seek = window + 1, next_seek
+            row.next_window, row.next_seek, row.prompt_state = window + 1, next_seek, state
+
+    def set_language(self, transcript_id: int, language: str, probability: float, attempt: str | None = None) -> None:
+        """The file's language, detected once (on its first speech): a resume reuses it."""
+        with self.write() as session:
+            transcript = self._transcript(session, transcript_id, attempt)
+            transcript.language, transcript.language_probability = language, probability
 
     def plan_parts(self, transcript_id: int, spans: Sequence[tuple[int, int | None]],
                    attempt: str | None = None) -> None:
@@ -352,7 +394,7 @@ class Catalog:
             if not transcript.parts:
                 return None
             return [PartResume(p.part, p.start, p.stop, p.next_window, p.next_seek,
-                               self._prompt_tokens(session, transcript, p.part))
+                               *self._prompt(session, transcript, p))
                     for p in transcript.parts if not p.done]
 
     def finish_transcript(

@@ -15,6 +15,10 @@ class CatalogError(RunnerError):
         super().__init__(reason)
 
 
+class JobInterrupted(RunnerError):
+    """The worker was asked to stop mid-file: the job goes back to the queue and resumes later."""
+
+
 class Superseded(CatalogError):
     """Another attempt took this transcript over (its job was released as a dead worker's and run
     again): this attempt's writes are refused and it stops, leaving the transcript to the other."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.api import Transcriber
-from engine.batching import FileDone, FileFailed, FilePlanned, FileTask, PartDone, WindowDone
+from engine.batching import FileDone, FileFailed, FilePlanned, FileTask, LanguageDetected, PartDone, WindowDone
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
 from engine.vad_pool import VadWorkerError
@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 from runner import catalog as m
 from runner.config import Settings
 from runner.db import Catalog
-from runner.errors import RunnerError, Superseded
+from runner.errors import JobInterrupted, RunnerError, Superseded
 from runner.fingerprint import file_hash
 from runner.outputs import write_media_outputs
 from runner.status import Status
@@ -210,26 +210,30 @@ def _decode(ctx: WorkerContext, media: m.MediaFile, opts: TranscribeOptions, att
     tr, started = ctx.transcriber, time.perf_counter()
     local = ctx.settings.local_path(media.path)  # decoded where this host mounts it
     ctx.catalog.set_media_status(media.id, Status.running)
-    tid, window, seek, prompt = ctx.catalog.start_transcript(
+    start = ctx.catalog.start_transcript(
         media.id, tr.model.name, tr.model.sha256, tr.backend.name, tr.backend.compute, opts.to_dict(),
         tr.info(local, 0.0, opts).engine_version, attempt=attempt, owner=ctx.name)
-    task = _resume_task(ctx.catalog, tid, FileTask(media.id, local, seek, window, tuple(prompt),
-                                                   duration=media.duration))
+    tid = start.transcript_id
+    task = FileTask(media.id, local, start.next_seek, start.next_window, tuple(start.prompt),
+                    duration=media.duration, prompt_reset=start.prompt_reset, language=start.language,
+                    language_probability=start.language_probability or 1.0)
+    task = _resume_task(ctx.catalog, tid, task)
     in_parts = task.parts is not None
     events = ctx.server.stream(task, options=opts) if ctx.server is not None else tr.stream([task], opts)
     try:
         for event in events:
-            if isinstance(event, FilePlanned):  # a long file: stored before any of its parts' windows
+            if isinstance(event, LanguageDetected):  # once per file, before anything else: a resume reuses it
+                ctx.catalog.set_language(tid, event.language, event.probability, attempt=attempt)
+            elif isinstance(event, FilePlanned):  # a long file: stored before any of its parts' windows
                 ctx.catalog.plan_parts(tid, event.spans, attempt=attempt)
                 in_parts = True
             elif isinstance(event, PartDone):
                 ctx.catalog.part_done(tid, event.part, attempt=attempt)
             elif isinstance(event, WindowDone):
                 ctx.catalog.add_window(tid, event.window, event.next_seek, event.segments,
-                                       event.part if in_parts else None, attempt=attempt)
+                                       event.part if in_parts else None, attempt=attempt,
+                                       prompt=(event.previous_tokens, event.prompt_reset))
                 if STOP.is_set():
-                    from runner.worker import JobInterrupted
-
                     raise JobInterrupted(f"{media.path}: worker stopping; resumes at window {event.next_window}")
             elif isinstance(event, FileFailed):
                 raise event.error
@@ -254,4 +258,4 @@ def _resume_task(catalog: Catalog, transcript_id: int, task: FileTask) -> FileTa
         return task
     return replace(task, parts=tuple(
         replace(task, start_seek=p.next_seek, start_window=p.next_window, previous_tokens=tuple(p.prompt),
-                span=(p.start, p.stop), part=p.part) for p in parts))
+                prompt_reset=p.prompt_reset, span=(p.start, p.stop), part=p.part) for p in parts))

@@ -29,7 +29,7 @@ from runner import catalog as m
 from runner import jobs
 from runner.config import Settings
 from runner.db import Catalog
-from runner.errors import RunnerError
+from runner.errors import JobInterrupted, RunnerError  # noqa: F401 - JobInterrupted: its old home
 from runner.outputs import write_pending
 from runner.pace import Pace
 from runner.queue import claim_queue, connect, is_pending, job_queue, wait_while_held
@@ -40,10 +40,6 @@ from runner.submit import resubmit
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 10.0
 LISTENER_POLL_S = 0.5  # how long rq's command listener may sit in one read before it checks for a stop
-
-
-class JobInterrupted(Exception):
-    """The worker was asked to stop mid-file: the job goes back to the queue and resumes later."""
 
 
 class ScriptoriumWorker(SimpleWorker):

@@ -162,7 +162,7 @@ def test_sqlite_url_and_pragmas(tmp_path):
 def test_in_memory_sqlite_is_migrated():
     with Catalog.open("sqlite://") as cat:
         media_id = add_media(cat)
-        assert start(cat, media_id)[1:] == (0, 0, [])
+        assert start(cat, media_id)[1:4] == (0, 0, [])
 
 
 def test_status_is_stored_as_plain_string(catalog):
@@ -179,8 +179,8 @@ def test_status_is_stored_as_plain_string(catalog):
 
 def test_new_transcript_starts_at_zero(catalog):
     media_id = add_media(catalog)
-    transcript_id, next_window, next_seek, prompt = start(catalog, media_id)
-    assert (next_window, next_seek, prompt) == (0, 0, [])
+    transcript_id, next_window, next_seek, prompt, reset, language, _ = start(catalog, media_id)
+    assert (next_window, next_seek, prompt, reset, language) == (0, 0, [], False, None)
     assert count(catalog, m.Transcript, id=transcript_id, status=Status.running) == 1
 
 
@@ -257,7 +257,7 @@ def test_resume_only_with_same_model_and_options(catalog):
     other_model = start(catalog, media_id, model_hash="sha-medium")
     other_options = start(catalog, media_id, options={**OPTIONS, "beam_size": 1})
     assert len({tid, other_model[0], other_options[0]}) == 3
-    assert other_model[1:] == (0, 0, []) and other_options[1:] == (0, 0, [])
+    assert other_model[1:4] == (0, 0, []) and other_options[1:4] == (0, 0, [])
     # tuples and lists are the same JSON: still a resume
     assert start(catalog, media_id, options={**OPTIONS, "temperatures": (0.0, 0.2)})[0] == tid
 
@@ -273,6 +273,29 @@ def test_prompt_follows_whisper_reset_rules(catalog):
     tid2 = start(catalog, media_id, options=no_prompt)[0]
     catalog.add_window(tid2, 0, 480000, [make_segment("a", 0.0, tokens=(1, 2))])
     assert start(catalog, media_id, options=no_prompt)[3] == []
+
+
+def test_resume_takes_the_engines_stored_prompt_state_and_language(catalog):
+    """The engine's own state at the resume point comes back exactly (223 tokens, the reset flag),
+    not a re-derivation from the segments (224 tokens, no initial prompt: issue 20); and the
+    language detected once for the file comes back with it."""
+    media_id = add_media(catalog)
+    tid = start(catalog, media_id)[0]
+    catalog.set_language(tid, "de", 0.93)
+    long = tuple(range(1000, 1300))  # the segment holds 300 tokens; the engine kept its last 223
+    catalog.add_window(tid, 0, 480000, [make_segment("a", 0.0, tokens=long)], prompt=(long[-223:], True))
+    resumed = start(catalog, media_id)
+    assert resumed.transcript_id == tid and resumed.prompt == list(long[-223:]) and resumed.prompt_reset
+    assert (resumed.language, resumed.language_probability) == ("de", 0.93)
+
+
+def test_options_stored_before_a_new_option_still_resume(catalog):
+    from engine.options import TranscribeOptions
+
+    media_id = add_media(catalog)
+    full = TranscribeOptions().to_dict()
+    tid = start(catalog, media_id, options={k: v for k, v in full.items() if k != "hotwords"})[0]
+    assert start(catalog, media_id, options=full)[0] == tid
 
 
 def test_finish_keeps_only_the_latest_transcript(catalog):
