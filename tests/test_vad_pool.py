@@ -4,6 +4,7 @@ helper that dies or fails gives the reader a clear error instead of a hang (real
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -112,3 +113,30 @@ def test_started_helpers_serve_the_first_file_without_a_new_process(chunks):
         assert len(probs) == len(chunks[0]) // 512
     finally:
         pool.close()
+
+
+# --------------------------------------------------------------------------- a wedged helper (issue 19)
+
+def test_a_stopped_helper_is_an_error_within_its_bound_and_is_replaced(chunks, within, suspend):
+    """A helper that stops answering (SIGSTOP here) fails the call after `reply_s`, is killed rather than
+    left stopped, and the next stream gets a new helper."""
+    import psutil
+
+    pool = VadPool(1, reply_s=1.0)
+    try:
+        stream = pool.stream()
+        stream.process(chunks[0])
+        helper = pool._workers[0].proc
+        suspend(psutil.Process(helper.pid))
+        started = time.monotonic()
+        with pytest.raises(VadWorkerError, match="did not answer within 1 s"):
+            within(30, lambda: stream.process(chunks[1]))
+        assert time.monotonic() - started < 1.0 + 3
+        assert helper.poll() is not None, "the stopped helper was left running"
+        stream.release()
+        fresh = pool.stream()
+        assert len(fresh.process(chunks[0])) > 0
+        assert [w.proc.pid for w in pool._workers if w.proc.poll() is None] != [helper.pid]
+    finally:
+        pool.close()
+
