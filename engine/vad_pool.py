@@ -113,7 +113,8 @@ class _Worker:
             self.answered = True
             if n == _ERROR:
                 (length,) = _COUNT.unpack(self._receive(4, deadline))
-                raise VadWorkerError(self._receive(length, deadline).decode("utf-8", "replace"))
+                message = self._receive(length, deadline).decode("utf-8", "replace")
+                raise VadWorkerError(f"voice activity helper: {message}")
             return np.frombuffer(self._receive(4 * n, deadline), dtype="<f4").astype(np.float32)
         except _NoReply:
             pid = self.proc.pid
