@@ -350,6 +350,7 @@ def _ffmpeg_chunks(path: str, chunk_samples: int, args: list[str], stall_s: floa
     with tempfile.TemporaryFile() as err, selectors.DefaultSelector() as ready:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, bufsize=0)
         started.append(proc)
+        os.set_blocking(proc.stdout.fileno(), False)  # an empty pipe answers at once; then we wait, bounded
         ready.register(proc.stdout, selectors.EVENT_READ)
         try:
             yield from _read_chunks(proc.stdout, chunk_samples, lambda: _await_output(ready, path, stall_s))
@@ -376,8 +377,8 @@ def _stalled(path: str, stall_s: float) -> MediaError:
 
 
 def _read_chunks(pipe: IO[bytes], chunk_samples: int, wait: Callable[[], None]) -> Iterator[np.ndarray]:
-    """Read the pipe one chunk at a time (bounded memory) and scale int16 to float32 in [-1, 1);
-    `wait()` is called before each read, to block there (bounded) rather than in the read."""
+    """Read the (non-blocking) pipe one chunk at a time (bounded memory) and scale int16 to float32 in
+    [-1, 1); when it is empty, `wait()` blocks (bounded) until it is not."""
     nbytes = chunk_samples * _BYTES_PER_SAMPLE
     buf = bytearray(nbytes)
     while True:
@@ -395,8 +396,10 @@ def _read_into(pipe: IO[bytes], view: memoryview, wait: Callable[[], None]) -> i
     """Fill `view` from the pipe; returns the bytes read, fewer only at end of stream."""
     got = 0
     while got < len(view):
-        wait()
         k = pipe.readinto(view[got:])
+        if k is None:  # nothing yet
+            wait()
+            continue
         if not k:
             break
         got += k
