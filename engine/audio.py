@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import selectors
 import shutil
 import subprocess
 import tempfile
+import time
 import wave
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import ffmpeg
 import numpy as np
@@ -29,6 +31,10 @@ from engine.constants import SAMPLE_RATE
 from engine.errors import MediaError, NoAudioStream
 
 PROBE_TIMEOUT_S = 120.0
+# ffmpeg fills a 40 s chunk in well under a second from a local disk, and a slow share still sends
+# something every few seconds: a minute without a byte is a stalled read (a hung network mount).
+READ_STALL_S = 60.0
+_SLICE_S = 0.25  # longest single wait on the pipe: a timeout raised in the reading thread gets through
 _GLOBAL_ARGS = ["-nostdin", "-hide_banner"]
 _STDERR_TAIL_BYTES = 64 * 1024
 _BYTES_PER_SAMPLE = 2  # s16le, as openai/whisper decodes (its downmix is normalised, never > 1)
@@ -250,12 +256,13 @@ def _seconds(samples: int) -> str:
 
 
 def stream_audio(path: str | os.PathLike, chunk_seconds: float = 30.0, start: int = 0,
-                 stop: int | None = None) -> Iterator[np.ndarray]:
+                 stop: int | None = None, stall_s: float | None = None) -> Iterator[np.ndarray]:
     """Yield 16 kHz mono float32 chunks of exactly chunk_seconds (the last may be shorter), of
     samples [start, stop) of the file (stop None: to its end); ffmpeg seeks, nothing before is decoded.
 
     Path problems raise at once; decoding starts on the first next() and reads the
-    pipe chunk by chunk, so memory stays bounded whatever the file length.
+    pipe chunk by chunk, so memory stays bounded whatever the file length. ffmpeg silent for
+    `stall_s` (default READ_STALL_S) is killed and raises a transient MediaError.
     """
     p = check_readable(path)
     n = int(round(chunk_seconds * SAMPLE_RATE))
@@ -265,7 +272,7 @@ def stream_audio(path: str | os.PathLike, chunk_seconds: float = 30.0, start: in
         raise ValueError(f"bad sample span [{start}, {stop})")
     if _is_plain_wav(p):
         return _wav_chunks(p, n, start, stop)
-    return _decode(p, n, decode_args(p, start, stop))
+    return _decode(p, n, decode_args(p, start, stop), stall_s)
 
 
 def _is_plain_wav(path: str) -> bool:
@@ -301,25 +308,81 @@ def _wav_chunks(path: str, chunk_samples: int, start: int, stop: int | None) -> 
             left -= count
 
 
-def _decode(path: str, chunk_samples: int, args: list[str]) -> Iterator[np.ndarray]:
-    """Run ffmpeg, yield its stdout in chunks, then check its exit status; always reaps the child."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
+def _decode(path: str, chunk_samples: int, args: list[str], stall_s: float | None = None) -> FfmpegStream:
+    """ffmpeg's output for `args` in chunks of chunk_samples (see FfmpegStream)."""
+    return FfmpegStream(path, chunk_samples, args, READ_STALL_S if stall_s is None else stall_s)
+
+
+class FfmpegStream:
+    """Iterates ffmpeg's stdout in chunks, starting it on the first next(), then checks its exit
+    status; always reaps it. No byte for `stall_s` kills it: a stopped decoder must not hang its reader."""
+
+    def __init__(self, path: str, chunk_samples: int, args: list[str], stall_s: float):
+        self.path, self.stall_s = path, stall_s
+        self._started: list[subprocess.Popen] = []  # the generator holds this, not self: no cycle
+        self._chunks = _ffmpeg_chunks(path, chunk_samples, args, stall_s, self._started)
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        """The ffmpeg child, once the first next() started it."""
+        return self._started[0] if self._started else None
+
+    def __iter__(self) -> FfmpegStream:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """End early (in the iterating thread): ffmpeg is killed and reaped."""
+        self._chunks.close()
+
+    def kill(self) -> None:
+        """Kill ffmpeg from any thread (a reader asked to stop): the pipe ends, the iteration with it."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            proc.kill()  # Popen.kill does nothing once the child is reaped
+
+
+def _ffmpeg_chunks(path: str, chunk_samples: int, args: list[str], stall_s: float,
+                   started: list[subprocess.Popen]) -> Iterator[np.ndarray]:
+    """FfmpegStream's iteration: run ffmpeg, yield its stdout in chunks, check its exit status, reap it."""
+    with tempfile.TemporaryFile() as err, selectors.DefaultSelector() as ready:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, bufsize=0)
+        started.append(proc)
+        os.set_blocking(proc.stdout.fileno(), False)  # an empty pipe answers at once; then we wait, bounded
+        ready.register(proc.stdout, selectors.EVENT_READ)
         try:
-            yield from _read_chunks(proc.stdout, chunk_samples)
-            returncode = proc.wait()
+            yield from _read_chunks(proc.stdout, chunk_samples, lambda: _await_output(ready, path, stall_s))
+            returncode = proc.wait(timeout=stall_s)
+        except subprocess.TimeoutExpired:
+            raise _stalled(path, stall_s) from None
         finally:
             _reap(proc)
         if returncode != 0:
             raise media_error_from_stderr(path, _tail(err), returncode)
 
 
-def _read_chunks(pipe: IO[bytes], chunk_samples: int) -> Iterator[np.ndarray]:
-    """Read the pipe one chunk at a time (bounded memory) and scale int16 to float32 in [-1, 1)."""
+def _await_output(ready: selectors.BaseSelector, path: str, stall_s: float) -> None:
+    """Wait, in short slices, until the pipe has bytes or ends; MediaError after stall_s of nothing."""
+    deadline = time.monotonic() + stall_s
+    while not ready.select(_SLICE_S):
+        if time.monotonic() >= deadline:
+            raise _stalled(path, stall_s)
+
+
+def _stalled(path: str, stall_s: float) -> MediaError:
+    return MediaError(path, f"no audio from ffmpeg for {stall_s:g} s (stalled read: a hung network mount?)",
+                      permanent=False)
+
+
+def _read_chunks(pipe: IO[bytes], chunk_samples: int, wait: Callable[[], None]) -> Iterator[np.ndarray]:
+    """Read the (non-blocking) pipe one chunk at a time (bounded memory) and scale int16 to float32 in
+    [-1, 1); when it is empty, `wait()` blocks (bounded) until it is not."""
     nbytes = chunk_samples * _BYTES_PER_SAMPLE
     buf = bytearray(nbytes)
     while True:
-        got = _read_into(pipe, memoryview(buf))
+        got = _read_into(pipe, memoryview(buf), wait)
         count = got // _BYTES_PER_SAMPLE
         if count:
             chunk = np.frombuffer(buf, dtype="<i2", count=count).astype(np.float32)
@@ -329,11 +392,14 @@ def _read_chunks(pipe: IO[bytes], chunk_samples: int) -> Iterator[np.ndarray]:
             return
 
 
-def _read_into(pipe: IO[bytes], view: memoryview) -> int:
+def _read_into(pipe: IO[bytes], view: memoryview, wait: Callable[[], None]) -> int:
     """Fill `view` from the pipe; returns the bytes read, fewer only at end of stream."""
     got = 0
     while got < len(view):
         k = pipe.readinto(view[got:])
+        if k is None:  # nothing yet
+            wait()
+            continue
         if not k:
             break
         got += k

@@ -51,3 +51,15 @@ class HubError(ScriptoriumError):
         self.reason = reason
         self.retry = retry
         super().__init__(f"{reason} ({self.url})" + (f"; retry with: {retry}" if retry else ""))
+
+
+class HelperError(ScriptoriumError):
+    """A helper the engine runs beside a file's decoding (a voice activity process, a window server
+    thread) failed or stopped answering while `path` was decoded: the file is not at fault, a retry may succeed."""
+
+    permanent = False
+
+    def __init__(self, path: str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

@@ -6,16 +6,22 @@ decoder, so they overlap with the model's work instead of adding to it.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 import weakref
 from typing import Iterator
 
 import numpy as np
 
+from engine import audio, vad_pool
 from engine.audio import stream_audio
 from engine.constants import SAMPLE_RATE
+from engine.errors import HelperError, MediaError
 from engine.vad import FRAME, SpeechDetector
+
+log = logging.getLogger(__name__)
 
 _AHEAD = 2  # chunks read ahead: 2 x 40 s x 4 bytes x 16 kHz = 5.1 MB per file in flight
 # A window needs voice activity up to 30 s + min_silence + speech_pad (6.0 s by default) past its
@@ -24,6 +30,8 @@ _AHEAD = 2  # chunks read ahead: 2 x 40 s x 4 bytes x 16 kHz = 5.1 MB per file i
 # file's first (engine.vad_pool's turns): at 34 s, 0.7 s of lead-in kept the longest file of 40
 # waiting 4-5 s for its first window; at 40 s it was ready after 1.1 s.
 CHUNK_SECONDS = 40.0
+_SLICE_S = 0.25  # longest single wait of the decoding thread here: rq's timeout is raised between slices
+_JOIN_S = 2.0  # a stopped reader ends within a slice: no job waits longer for one that does not
 
 
 class _Reader:
@@ -31,11 +39,17 @@ class _Reader:
 
     _END = object()
 
-    def __init__(self, stream: Iterator[np.ndarray], speech: SpeechDetector | None, name: str):
+    def __init__(self, stream: Iterator[np.ndarray], speech: SpeechDetector | None, path: str,
+                 stall_s: float | None = None):
+        self.path = path
+        self._stream = stream
         self._queue: queue.Queue = queue.Queue(maxsize=_AHEAD)
         self._stop = threading.Event()
+        # A backstop for what the stream cannot bound itself (a plain WAV read on a hung mount): ffmpeg's
+        # stall and the VAD helper's reply each fail sooner, with their own reason.
+        self._bound = (audio.READ_STALL_S if stall_s is None else stall_s) + vad_pool.VAD_REPLY_S + vad_pool.START_S
         self._thread = threading.Thread(target=self._run, args=(stream, speech), daemon=True,
-                                        name=f"audio-reader {name[-40:]}")
+                                        name=f"audio-reader {path[-40:]}")
         self._thread.start()
 
     def _run(self, stream, speech) -> None:
@@ -44,6 +58,8 @@ class _Reader:
                 if not self._put((chunk, speech.process(chunk) if speech else None)):
                     return
             self._put((self._END, speech.finish() if speech else None))
+        except vad_pool.VadWorkerError as exc:  # the helper's fault, not the file's
+            self._put(HelperError(self.path, str(exc)))
         except BaseException as exc:  # noqa: BLE001 - handed to the decoding thread, raised there
             self._put(exc)
         finally:
@@ -63,36 +79,58 @@ class _Reader:
         return False
 
     def get(self):
-        """The next (chunk, probabilities); chunk is _END after the last one. Raises the reader's error."""
-        item = self._queue.get()
+        """The next (chunk, probabilities); chunk is _END after the last one. Raises the reader's error,
+        or a transient MediaError when nothing comes for as long as ffmpeg and the VAD helper may take."""
+        deadline = time.monotonic() + self._bound
+        while True:
+            try:
+                item = self._queue.get(timeout=_SLICE_S)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise MediaError(self.path, "the audio reader ended without a result", permanent=False) from None
+                if time.monotonic() >= deadline:
+                    self.stop()
+                    raise MediaError(self.path, f"no audio for {self._bound:g} s (stalled read: a hung "
+                                                "network mount?)", permanent=False) from None
         if isinstance(item, BaseException):
             raise item
         return item
 
     def stop(self) -> None:
-        """Ask the thread to end (it reaps ffmpeg within ~0.1 s); does not wait."""
+        """Ask the thread to end and kill ffmpeg (it is reaped within a slice); does not wait."""
         self._stop.set()
+        kill = getattr(self._stream, "kill", None)
+        if kill:
+            kill()
 
     def close(self) -> None:
+        """Stop the thread (ffmpeg is killed) and wait for it a moment; one still in a VAD call or a file
+        read is left to end on its own (the VAD call within its bound)."""
         self.stop()
-        self._thread.join()
+        deadline = time.monotonic() + _JOIN_S
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self._thread.join(_SLICE_S)
+        if self._thread.is_alive():
+            log.warning("%s: audio reader still busy %.0f s after close; left to end on its own", self.path, _JOIN_S)
 
 
 class AudioCursor:
     """Holds only the audio from the current seek on: memory stays flat however long the file."""
 
     def __init__(self, path: str, vad: bool, chunk_seconds: float = CHUNK_SECONDS, duration_hint: float | None = None,
-                 start: int = 0, stop: int | None = None):
+                 start: int = 0, stop: int | None = None, stall_s: float | None = None):
         """Samples [start, stop) of the file (a part of it, engine.parts), indexed as in the whole file;
-        `start` must be a multiple of the VAD frame, so that frames line up with the whole file's."""
+        `start` must be a multiple of the VAD frame, so that frames line up with the whole file's.
+        No audio for `stall_s` (default engine.audio.READ_STALL_S) fails the file (MediaError)."""
         if start % FRAME:
             raise ValueError(f"a cursor starts on a VAD frame boundary ({FRAME} samples), not at {start}")
         self.path = str(path)
         self.duration_hint = duration_hint  # no probe here: ffmpeg's own errors name bad files
         # bad paths raise here, at once
-        stream = stream_audio(self.path, chunk_seconds=chunk_seconds, start=start, stop=stop)
+        stream = stream_audio(self.path, chunk_seconds=chunk_seconds, start=start, stop=stop, stall_s=stall_s)
         self.speech = SpeechDetector() if vad else None
-        self._reader = _Reader(stream, self.speech, self.path)
+        self._reader = _Reader(stream, self.speech, self.path, stall_s)
         weakref.finalize(self, self._reader.stop)  # an abandoned cursor does not leave ffmpeg running
         self._buffer = np.empty(0, np.float32)
         self.start = start

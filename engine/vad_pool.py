@@ -4,7 +4,8 @@ A reader thread per file runs VAD ahead of the decoder; in-process, Silero's ~0.
 hold the GIL (or convoy on it), which serialised them with the decoding thread: on a 16-core GPU
 machine 7.6 s of a 24 s bench went to waiting on them. Here a small pool of `python -m
 engine.vad_pool` processes keeps each file's Silero state; a reader thread sends a chunk down a
-pipe and blocks, GIL released, until its frame probabilities come back.
+pipe and blocks, GIL released, until its frame probabilities come back (VAD_REPLY_S at most: a
+wedged helper is killed, and the pool starts another for the next file).
 
 Wire format, little-endian: request = stream id u32, op u8, n u32, then n float32 samples;
 reply = n u32, then n float32 probabilities (or n = 0xFFFFFFFF and a UTF-8 error of length u32).
@@ -16,20 +17,32 @@ import atexit
 import heapq
 import itertools
 import os
+import selectors
 import struct
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 
 OP_PROCESS, OP_FINISH, OP_DROP = 1, 2, 3
 _REQUEST, _COUNT = struct.Struct("<IBI"), struct.Struct("<I")
 _ERROR = 0xFFFFFFFF
+# A 40 s chunk takes ~0.25 s in a helper, a few s on a loaded machine: one that has not answered in
+# 30 s is wedged (stopped, deadlocked). Its first answer also waits for it to import and load Silero
+# (~0.5 s; START_S more allows for a machine that is swapping or starting many workers at once).
+VAD_REPLY_S = 30.0
+START_S = 60.0
+_SLICE_S = 0.25  # longest single wait on a helper's pipe
 
 
 class VadWorkerError(RuntimeError):
-    """The VAD helper process failed or went away."""
+    """The VAD helper process failed, went away or stopped answering."""
+
+
+class _NoReply(Exception):
+    """The helper's pipe was not ready before the call's deadline."""
 
 
 def pool_size() -> int:
@@ -66,7 +79,7 @@ class _TurnLock:
             entry = (rank, next(self._tickets))
             heapq.heappush(self._queue, entry)
             while self._held or self._queue[0] != entry:
-                self._cond.wait()
+                self._cond.wait(_SLICE_S)  # the holder's call is bounded (VAD_REPLY_S); so is this wait
             heapq.heappop(self._queue)
             self._held = True
 
@@ -79,27 +92,72 @@ class _TurnLock:
 class _Worker:
     """One helper process and the lock that keeps its request/reply pairs in order."""
 
-    def __init__(self):
+    def __init__(self, reply_s: float | None = None):
         self.lock = _TurnLock()
         self.streams = 0
+        self.reply_s = reply_s  # None: VAD_REPLY_S as it is at each call
+        self.answered = False  # the first reply waits for the helper to start, too
         self.proc = subprocess.Popen([sys.executable, "-m", "engine.vad_pool"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                     stdout=subprocess.PIPE, bufsize=0, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        os.set_blocking(self.proc.stdin.fileno(), False)  # every wait is on select, with a deadline
+        os.set_blocking(self.proc.stdout.fileno(), False)
 
     def call(self, stream_id: int, op: int, samples: np.ndarray | None = None, chunk: int = 0) -> np.ndarray:
         data = b"" if samples is None else np.ascontiguousarray(samples, dtype="<f4").tobytes()
         self.lock.acquire((chunk, stream_id))
+        reply_s = (VAD_REPLY_S if self.reply_s is None else self.reply_s) + (0.0 if self.answered else START_S)
+        deadline = time.monotonic() + reply_s
         try:
-            self.proc.stdin.write(_REQUEST.pack(stream_id, op, len(data) // 4) + data)
-            self.proc.stdin.flush()
-            (n,) = _COUNT.unpack(_read_exact(self.proc.stdout, 4))
+            self._send(_REQUEST.pack(stream_id, op, len(data) // 4) + data, deadline)
+            (n,) = _COUNT.unpack(self._receive(4, deadline))
+            self.answered = True
             if n == _ERROR:
-                (length,) = _COUNT.unpack(_read_exact(self.proc.stdout, 4))
-                raise VadWorkerError(_read_exact(self.proc.stdout, length).decode("utf-8", "replace"))
-            return np.frombuffer(_read_exact(self.proc.stdout, 4 * n), dtype="<f4").astype(np.float32)
+                (length,) = _COUNT.unpack(self._receive(4, deadline))
+                message = self._receive(length, deadline).decode("utf-8", "replace")
+                raise VadWorkerError(f"voice activity helper: {message}")
+            return np.frombuffer(self._receive(4 * n, deadline), dtype="<f4").astype(np.float32)
+        except _NoReply:
+            pid = self.proc.pid
+            self.kill()
+            raise VadWorkerError(f"voice activity helper (pid {pid}) did not answer within {reply_s:g} s; "
+                                 "killed, the next file gets a new one") from None
         except (BrokenPipeError, EOFError, OSError, ValueError) as exc:
             raise VadWorkerError(f"voice activity helper process exited (code {self.proc.poll()})") from exc
         finally:
             self.lock.release()
+
+    def _send(self, data: bytes, deadline: float) -> None:
+        view, fd = memoryview(data), self.proc.stdin.fileno()
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                _wait(fd, selectors.EVENT_WRITE, deadline)
+
+    def _receive(self, n: int, deadline: float) -> bytes:
+        parts, fd = [], self.proc.stdout.fileno()
+        while n:
+            try:
+                data = os.read(fd, n)
+            except BlockingIOError:
+                _wait(fd, selectors.EVENT_READ, deadline)
+                continue
+            if not data:
+                raise EOFError
+            parts.append(data)
+            n -= len(data)
+        return b"".join(parts)
+
+    def kill(self) -> None:
+        """End a wedged helper (SIGKILL ends a stopped one too) and close its pipes: calls waiting for
+        their turn fail at once, and the pool starts a new helper for the next stream."""
+        self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            pipe.close()
 
     def close(self) -> None:
         try:
@@ -112,11 +170,21 @@ class _Worker:
             self.proc.kill()
 
 
+def _wait(fd: int, event: int, deadline: float) -> None:
+    """Block until `fd` is ready for `event`, in short slices; _NoReply once past `deadline`."""
+    with selectors.DefaultSelector() as ready:
+        ready.register(fd, event)
+        while not ready.select(_SLICE_S):
+            if time.monotonic() >= deadline:
+                raise _NoReply
+
+
 class VadPool:
     """Hands out remote detectors, each pinned to the least busy helper for its whole stream."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, reply_s: float | None = None):
         self.size = size
+        self.reply_s = reply_s  # a helper's longest answer before it is killed; None: VAD_REPLY_S
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._next_id = 0
@@ -125,7 +193,7 @@ class VadPool:
         with self._lock:
             self._workers = [w for w in self._workers if w.proc.poll() is None]
             if len(self._workers) < self.size:
-                self._workers.append(_Worker())
+                self._workers.append(_Worker(self.reply_s))
             worker = min(self._workers, key=lambda w: w.streams)
             worker.streams += 1
             self._next_id = (self._next_id + 1) & 0x7FFFFFFF
@@ -137,7 +205,7 @@ class VadPool:
         with self._lock:
             self._workers = [w for w in self._workers if w.proc.poll() is None]
             while len(self._workers) < self.size:
-                self._workers.append(_Worker())
+                self._workers.append(_Worker(self.reply_s))
 
     def _done(self, worker: _Worker) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ windows of one prompt length; `run_tasks` does that for an iterable of tasks.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -20,9 +21,12 @@ from typing import Iterable, Iterator
 from engine.batching import (BatchTranscriber, Event, FileDone, FileFailed, FilePlanned, FileTask, PartDone,
                              WindowDone)
 from engine.constants import SAMPLE_RATE
-from engine.errors import MediaError
+from engine.errors import HelperError, MediaError
 from engine.options import TranscribeOptions
 from engine.scheduling import LOOKAHEAD, choose
+
+log = logging.getLogger(__name__)
+_SLICE_S = 0.25  # longest single wait of a file's thread: rq's timeout (raised in that thread) gets through
 
 
 class ServerClosed(Exception):
@@ -49,6 +53,7 @@ class WindowServer:
         self._running = 0  # windows inside a model call
         self._busy = 0  # servers inside a model call
         self._closed = False
+        self.broken: BaseException | None = None  # what ended a server thread: every window fails from then on
         # Parts of long files beyond each file's first, running at once: a backlog of long files would
         # otherwise open 8 decoders (ffmpeg, buffers, VAD) for each file in flight.
         self.extra_parts = threading.Semaphore(LOOKAHEAD * core.batch_size)
@@ -101,13 +106,18 @@ class WindowServer:
             while stop is None or not stop.is_set():
                 try:
                     window = core.next_window(slot)
-                except MediaError as exc:
+                except (MediaError, HelperError) as exc:  # bad media, or the VAD helper failed on it
                     yield FileFailed(task.key, exc)
                     return
                 if isinstance(window, FileDone):
                     yield window
                     return
-                yield self._submit(core, slot, window)
+                try:
+                    done = self._submit(core, slot, window)
+                except HelperError as exc:  # the server failed choosing its call, or stopped
+                    yield FileFailed(task.key, exc)
+                    return
+                yield done
         finally:
             slot.decoder.audio.close()  # done, failed or abandoned: the reader and ffmpeg end here
             with self._cond:
@@ -124,20 +134,32 @@ class WindowServer:
             self._cond.notify_all()
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join()
+                _join(thread)
 
     def _submit(self, core: BatchTranscriber, slot, window) -> WindowDone:
+        """Wait, in slices, for the window's call; HelperError at once if a server thread is gone."""
         box: dict = {}
         with self._cond:
             if self._closed:
                 raise ServerClosed("the window server was closed")
+            self._check_alive(slot)
             self._waiting.append((slot, window, box, core))
             self._cond.notify_all()
-            while not box:
-                self._cond.wait()
+            try:
+                while not box:
+                    self._cond.wait(_SLICE_S)
+                    if not box:
+                        self._check_alive(slot)
+            except BaseException:  # the caller gave up (rq's timeout, a dead server): no call decodes it now
+                self._waiting = [item for item in self._waiting if item[2] is not box]
+                raise
         if "error" in box:
             raise box["error"]
         return box["done"]
+
+    def _check_alive(self, slot) -> None:
+        if self.broken is not None:
+            raise HelperError(slot.task.path, f"the window server stopped ({_describe(self.broken)})")
 
     def _take_batch(self) -> list[tuple] | None:
         """Wait for windows, giving the files not in a call a moment to join; then pick one call's
@@ -177,8 +199,18 @@ class WindowServer:
         return max(1, min(self.call_size, -(-(self._active - self._running) // idle)))
 
     def _serve(self) -> None:
+        try:
+            self._serve_calls()
+        except BaseException as exc:  # noqa: BLE001 - the thread ends here (logged): no window may wait for it
+            self._fail_all(exc)
+
+    def _serve_calls(self) -> None:
         while True:
-            batch = self._take_batch()
+            try:
+                batch = self._take_batch()
+            except Exception as exc:  # noqa: BLE001 - the windows chosen among fail, the others go on
+                self._fail_choice(exc)
+                continue
             if batch is None:
                 return
             if not batch:
@@ -197,12 +229,60 @@ class WindowServer:
                 self._busy -= 1
                 self._cond.notify_all()
 
+    def _fail_choice(self, exc: Exception) -> None:
+        """Choosing a call failed (anything but the model call itself): the windows it chose among get
+        the error, so their files fail instead of waiting for ever; this thread goes on serving."""
+        with self._cond:
+            failed, self._waiting = self._waiting, []  # _take_batch changes nothing before its choice
+            log.error("%s: choosing a call failed; %d waiting windows fail", threading.current_thread().name,
+                      len(failed), exc_info=exc)
+            for slot, _, box, _ in failed:
+                self._ages.pop(id(box), None)
+                box["error"] = _helper_error(slot, f"the window server failed choosing a call ({_describe(exc)})", exc)
+            self._cond.notify_all()
+
+    def _fail_all(self, exc: BaseException) -> None:
+        """A server thread ended unexpectedly: every window waiting, and every later one, fails."""
+        with self._cond:
+            self.broken = exc
+            failed, self._waiting = self._waiting, []
+            log.error("%s ended; %d waiting windows fail, and every later one", threading.current_thread().name,
+                      len(failed), exc_info=exc)
+            for slot, _, box, _ in failed:
+                box["error"] = _helper_error(slot, f"the window server stopped ({_describe(exc)})", exc)
+            self._cond.notify_all()
+
     def _hand_back(self, boxes: list[dict], kind: str, value) -> None:
         with self._cond:
             self._running -= len(boxes)
             for box in boxes:
                 box[kind] = value
             self._cond.notify_all()
+
+
+def _helper_error(slot, reason: str, cause: BaseException) -> HelperError:
+    error = HelperError(slot.task.path, reason)
+    error.__cause__ = cause
+    return error
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _get(events: queue.Queue):
+    """The next item, waited for in slices: a timeout raised in this thread (rq's) is not held up."""
+    while True:
+        try:
+            return events.get(timeout=_SLICE_S)
+        except queue.Empty:
+            continue
+
+
+def _join(thread: threading.Thread) -> None:
+    """Join in slices, for the same reason."""
+    while thread.is_alive():
+        thread.join(_SLICE_S)
 
 
 _END = object()
@@ -257,7 +337,7 @@ def _merged_parts(server: WindowServer, core: BatchTranscriber, task: FileTask,
     try:
         live = len(threads)
         while live:
-            part, item = events.get()
+            part, item = _get(events)
             if item is _END:
                 live -= 1
             elif isinstance(item, _Crash):
@@ -278,7 +358,7 @@ def _merged_parts(server: WindowServer, core: BatchTranscriber, task: FileTask,
     finally:
         halt.set()
         for thread in threads:
-            thread.join()
+            _join(thread)
 
 
 def _file_done(task: FileTask, parts: list[FileDone], language: str | None) -> FileDone:
@@ -334,7 +414,7 @@ def run_tasks(core: BatchTranscriber, tasks: Iterable[FileTask], in_flight: int)
                 live += 1
             if live == 0:
                 return
-            item = events.get()
+            item = _get(events)
             if item is _END:
                 live -= 1
                 threads = [t for t in threads if t.is_alive()]
@@ -346,4 +426,4 @@ def run_tasks(core: BatchTranscriber, tasks: Iterable[FileTask], in_flight: int)
         stop.set()
         server.close()
         for thread in threads:
-            thread.join()
+            _join(thread)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from engine.api import Transcriber
 from engine.batching import FileDone, FileFailed, FilePlanned, FileTask, LanguageDetected, PartDone, WindowDone
-from engine.errors import MediaError
+from engine.errors import HelperError, MediaError
 from engine.options import TranscribeOptions
 from engine.vad_pool import VadWorkerError
 from sqlalchemy import exc as sa_exc
@@ -40,8 +40,8 @@ class ContentChanged(MediaError):
 
 def not_the_files_fault(exc: BaseException) -> bool:
     """A failure of this worker's own machinery (a voice-activity helper process that died or
-    wedged), not of the file: it costs the file no attempt."""
-    return isinstance(exc, VadWorkerError)
+    wedged, a window server that failed), not of the file: it costs the file no attempt."""
+    return isinstance(exc, (HelperError, VadWorkerError))
 
 
 def is_catalog_outage(exc: BaseException) -> bool:

@@ -142,6 +142,10 @@ def _after_job(job, queue, media_id: int, pace: Pace | None) -> None:
     result = job.return_value() if hasattr(job, "return_value") else None
     if pace is not None and isinstance(result, dict) and result.get("status") == "done":
         pace.observe(result.get("audio_seconds"), result.get("wall"))
+    server = jobs.context().server if jobs.has_context() else None
+    if server is not None and server.broken is not None and not jobs.STOP.is_set():
+        log.error("the window server failed (%s): this worker stops, its files go back to the queue", server.broken)
+        os.kill(os.getpid(), signal.SIGTERM)  # the usual stop: every job ends between windows, then run_worker raises
     if isinstance(result, dict) and result.get("status") == "superseded":
         return  # the file belongs to the attempt that took it over
     try:
@@ -211,6 +215,8 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     finally:
         stop.set()
         catalog.close()
+    if server is not None and server.broken is not None:
+        raise RunnerError(f"the window server failed ({server.broken}): this worker stopped; start it again")
 
 
 def _worker(cls, queue, name: str):

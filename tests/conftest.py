@@ -177,3 +177,54 @@ def cpu_transcriber():
 def ffmpeg():
     """`run_ffmpeg` as a fixture, for tests that build their own media: ffmpeg("-i", src, out)."""
     return run_ffmpeg
+
+
+# --------------------------------------------------------------------------- hangs and stopped processes
+
+def run_within(seconds: float, fn):
+    """fn()'s result (or its error) from a thread of its own; fails the test when fn is still running
+    after `seconds`, so a hang shows as a failure instead of a stuck suite."""
+    import threading
+
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the test's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="within")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still waiting after {seconds:g} s: hung")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@pytest.fixture()
+def within():
+    """run_within as a fixture: within(60, fn)."""
+    return run_within
+
+
+@pytest.fixture()
+def suspend():
+    """suspend(psutil.Process): SIGSTOP it now; at teardown, whatever is still stopped is killed, so a
+    failing test leaves no stopped child (nor a thread blocked on one) behind."""
+    import psutil
+
+    stopped: list = []
+
+    def stop(process):
+        process.suspend()
+        stopped.append(process)
+
+    yield stop
+    for process in stopped:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from engine.audio import stream_audio
-from engine.batching import BatchTranscriber, FileTask, WindowDone
+from engine.batching import BatchTranscriber, FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
 from engine.source import AudioCursor
@@ -119,3 +119,84 @@ def test_first_window_needs_one_chunk_of_voice_activity(long_file, cpu_transcrib
         assert decoder.audio.end == int(CHUNK_SECONDS * SAMPLE_RATE), "read past the first chunk"
     finally:
         decoder.audio.close()
+
+
+# --------------------------------------------------------------------------- a stalled decoder (issue 19)
+
+def test_a_stopped_ffmpeg_fails_the_read_within_its_bound_and_is_killed(long_file, within, suspend):
+    """ffmpeg SIGSTOPped (as on a hung network mount) gives a transient MediaError naming the file after
+    `stall_s` without a byte, and is killed and reaped rather than left stopped."""
+    stream = stream_audio(long_file, chunk_seconds=1.0, stall_s=1.0)
+    next(stream)
+    (child,) = _ffmpeg_children()
+    assert child.pid == stream.proc.pid
+    suspend(child)
+    started = time.monotonic()
+    with pytest.raises(MediaError) as err:
+        within(30, lambda: list(stream))  # the pipe holds ~2 s of audio, then nothing comes
+    assert time.monotonic() - started < 1.0 + 5
+    assert str(long_file) in str(err.value) and "no audio from ffmpeg for 1 s" in str(err.value)
+    assert not err.value.permanent
+    assert stream.proc.returncode is not None and not _ffmpeg_children()
+
+
+def test_rq_timeout_reaches_a_job_thread_waiting_for_audio(long_file, within, suspend):
+    """rq's ThreadWorker times a job out by raising in its thread (PyThreadState_SetAsyncExc), which
+    only happens between bytecodes: the decoding thread waits for the reader in slices, so a job whose
+    ffmpeg is stopped ends at its timeout, long before the stall bound (60 s)."""
+    from rq.timeouts import JobTimeoutException, TimerDeathPenalty
+
+    cursor = AudioCursor(str(long_file), vad=False)
+    cursor.read_until(16000)
+    for child in _ffmpeg_children():
+        suspend(child)
+
+    def job():
+        with TimerDeathPenalty(2):
+            cursor.read_until(10 ** 9)
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(JobTimeoutException):
+            within(30, job)
+        assert time.monotonic() - started < 2 + 3
+    finally:
+        within(10, cursor.close)
+    assert _settled(lambda: not _readers() and not _ffmpeg_children()), "close must kill a stopped ffmpeg"
+
+
+def test_a_stopped_ffmpeg_fails_its_file_and_the_next_file_transcribes(long_file, cpu_transcriber, shared_audio_dir,
+                                                                          monkeypatch, within, suspend):
+    """Through a window server and the real model: the file whose ffmpeg stops fails with a MediaError
+    naming it soon after the stall bound; the server goes on with the next file."""
+    import engine.audio
+
+    monkeypatch.setattr(engine.audio, "READ_STALL_S", 2.0, raising=False)
+    server = cpu_transcriber.window_server(batch_size=2)
+    options = TranscribeOptions(part_seconds=None)  # one ffmpeg for the whole file
+    stopped_at: list[float] = []
+
+    def stalled_file():
+        events = []
+        for event in server.stream(FileTask("stalled", str(long_file)), options=options):
+            events.append(event)
+            if isinstance(event, WindowDone) and not stopped_at:
+                for child in _ffmpeg_children():  # the reader holds at most ~2 minutes of the 7
+                    suspend(child)
+                stopped_at.append(time.monotonic())
+        return events
+
+    try:
+        events = within(120, stalled_file)
+        failed = events[-1]
+        assert isinstance(failed, FileFailed) and isinstance(failed.error, MediaError), events[-1]
+        assert str(long_file) in str(failed.error) and "no audio from ffmpeg" in str(failed.error)
+        # first the windows of the audio read ahead (~2 minutes: 13 s here on 2 busy cores), then the bound
+        assert time.monotonic() - stopped_at[0] < 2.0 + 45
+        assert _settled(lambda: not _ffmpeg_children()), "the stopped ffmpeg was left behind"
+        good = str(shared_audio_dir / "jfk.flac")
+        after = within(120, lambda: list(server.stream(FileTask("good", good))))
+        assert isinstance(after[-1], FileDone)
+        assert any(s.text.strip() for e in after if isinstance(e, WindowDone) for s in e.segments)
+    finally:
+        server.close()

@@ -4,6 +4,7 @@ helper that dies or fails gives the reader a clear error instead of a hang (real
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -112,3 +113,76 @@ def test_started_helpers_serve_the_first_file_without_a_new_process(chunks):
         assert len(probs) == len(chunks[0]) // 512
     finally:
         pool.close()
+
+
+# --------------------------------------------------------------------------- a wedged helper (issue 19)
+
+def test_a_stopped_helper_is_an_error_within_its_bound_and_is_replaced(chunks, within, suspend):
+    """A helper that stops answering (SIGSTOP here) fails the call after `reply_s`, is killed rather than
+    left stopped, and the next stream gets a new helper."""
+    import psutil
+
+    pool = VadPool(1, reply_s=1.0)
+    try:
+        stream = pool.stream()
+        stream.process(chunks[0])
+        helper = pool._workers[0].proc
+        suspend(psutil.Process(helper.pid))
+        started = time.monotonic()
+        with pytest.raises(VadWorkerError, match="did not answer within 1 s"):
+            within(30, lambda: stream.process(chunks[1]))
+        assert time.monotonic() - started < 1.0 + 3
+        assert helper.poll() is not None, "the stopped helper was left running"
+        stream.release()
+        fresh = pool.stream()
+        assert len(fresh.process(chunks[0])) > 0
+        assert [w.proc.pid for w in pool._workers if w.proc.poll() is None] != [helper.pid]
+    finally:
+        pool.close()
+
+
+def test_a_stopped_helper_fails_its_file_not_the_worker(cpu_transcriber, shared_audio_dir, monkeypatch, within,
+                                                         suspend):
+    """Through a window server and the real model: the file whose VAD helper stops fails with a
+    HelperError naming it (not a MediaError: the file is not at fault); the helper is replaced and the
+    next file transcribes."""
+    import psutil
+
+    import engine.vad_pool as vad_pool
+    from engine.batching import FileDone, FileFailed, FileTask, WindowDone
+    from engine.errors import HelperError, MediaError
+    from engine.options import TranscribeOptions
+
+    pool = vad_pool.shared_pool()
+    if pool is None:
+        pytest.skip("voice activity runs in-process (SCRIPTORIUM_VAD_PROCESSES=0)")
+    monkeypatch.setattr(vad_pool, "VAD_REPLY_S", 2.0, raising=False)
+    path = str(shared_audio_dir / "henryfphillips_spoken_wikipedia.ogg")  # 273 s: 7 chunks of VAD
+    server = cpu_transcriber.window_server(batch_size=2)
+    stopped: list = []
+
+    def wedged_file():
+        events = []
+        for event in server.stream(FileTask("wedged", path), options=TranscribeOptions(part_seconds=None)):
+            events.append(event)
+            if isinstance(event, WindowDone) and not stopped:  # the reader is at most 3 chunks ahead
+                stopped.extend((w.proc, time.monotonic()) for w in pool._workers if w.streams)  # the file's
+                for proc, _ in stopped:
+                    suspend(psutil.Process(proc.pid))
+        return events
+
+    try:
+        events = within(120, wedged_file)
+        failed = events[-1]
+        assert isinstance(failed, FileFailed) and isinstance(failed.error, HelperError), failed
+        assert not isinstance(failed.error, MediaError)
+        assert path in str(failed.error) and "did not answer" in str(failed.error)
+        assert time.monotonic() - stopped[0][1] < 2.0 + 45  # the windows read ahead, then the bound
+        assert all(proc.poll() is not None for proc, _ in stopped), "a stopped helper was left behind"
+        good = str(shared_audio_dir / "jfk.flac")
+        after = within(120, lambda: list(server.stream(FileTask("good", good))))
+        assert isinstance(after[-1], FileDone), after[-1]
+        live = [w.proc.pid for w in pool._workers if w.proc.poll() is None]
+        assert live and not set(live) & {proc.pid for proc, _ in stopped}
+    finally:
+        server.close()

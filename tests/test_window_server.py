@@ -152,3 +152,90 @@ def test_a_window_in_fallback_does_not_hold_back_its_call(transcriber, shared_au
     assert generated[0] == 2, "both first windows should share the first call"
     assert first_done["short"] == 1, "the short sentence waited for the other window's fallback"
     assert first_done["dense"] > 1 and generated[1] == 1
+
+
+# --------------------------------------------------------------------------- failures outside the model call (issue 19)
+
+def test_a_failure_choosing_a_call_fails_those_files_and_the_server_goes_on(transcriber, shared_audio_dir,
+                                                                              monkeypatch, within):
+    """An error in the batch selection (injected: a mock `choose` that raises once, as a bug there
+    would) fails the files whose windows it chose among, with a HelperError naming each; the server
+    threads live on and the next file transcribes."""
+    import engine.window_server as ws
+    from engine.batching import BatchTranscriber
+    from engine.errors import HelperError
+    from engine.options import TranscribeOptions
+
+    real_choose, calls = ws.choose, []
+
+    def choose_failing_once(*args, **kwargs):
+        calls.append(len(args[0]))  # windows waiting
+        if len(calls) == 1:
+            raise RuntimeError("injected failure in choose")
+        return real_choose(*args, **kwargs)
+
+    monkeypatch.setattr(ws, "choose", choose_failing_once)
+    options = TranscribeOptions()
+    core = BatchTranscriber(transcriber.backend, transcriber.tokenizer(options), transcriber.model.n_mels,
+                            options, batch_size=2)
+    both_open, opened, real_open = threading.Barrier(2), [], core.open_slot
+
+    def open_slot(task):  # the first two files open together, so that the first call chooses among both
+        slot = real_open(task)
+        opened.append(task.key)
+        if len(opened) <= 2:
+            both_open.wait(60)
+        return slot
+
+    monkeypatch.setattr(core, "open_slot", open_slot)
+    server = ws.WindowServer(core, max_wait=60)
+    paths = [str(shared_audio_dir / f) for f in ("LDC93S1.wav", "jfk.flac")]
+    results: dict = {}
+    threads = [threading.Thread(target=lambda p=p: results.update({p: list(server.stream(FileTask(p, p)))}),
+                                daemon=True) for p in paths]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "a file still waits for the failed call: hung"
+        assert calls[0] == 2, calls
+        for path in paths:
+            failed = results[path][-1]
+            assert isinstance(failed, FileFailed) and isinstance(failed.error, HelperError), failed
+            assert path in str(failed.error) and "injected failure in choose" in str(failed.error)
+        assert all(t.is_alive() for t in server._threads) and server.broken is None
+        good = str(shared_audio_dir / "arctic_a0024.wav")
+        after = within(60, lambda: list(server.stream(FileTask(good, good))))
+        assert isinstance(after[-1], FileDone) and _texts(after)
+    finally:
+        server.close()
+
+
+def test_a_server_thread_gone_for_good_fails_every_window_at_once(transcriber, shared_audio_dir, monkeypatch, within):
+    """A server thread that ends (injected: `choose` raising SystemExit, which nothing may catch) fails
+    the window waiting for it and every later one at once, instead of leaving the callers waiting."""
+    import time
+
+    import engine.window_server as ws
+    from engine.errors import HelperError
+
+    def choose_ending_the_thread(*args, **kwargs):
+        raise SystemExit("injected: the server thread ends")
+
+    monkeypatch.setattr(ws, "choose", choose_ending_the_thread)
+    server = transcriber.window_server(batch_size=2)
+    first, later = (str(shared_audio_dir / f) for f in ("LDC93S1.wav", "arctic_a0024.wav"))
+    try:
+        events = within(60, lambda: list(server.stream(FileTask(first, first))))
+        assert isinstance(events[-1], FileFailed) and isinstance(events[-1].error, HelperError), events[-1]
+        assert first in str(events[-1].error) and "window server stopped" in str(events[-1].error)
+        for t in server._threads:
+            t.join(5)  # it fails its windows first, then ends
+        assert not any(t.is_alive() for t in server._threads) and isinstance(server.broken, SystemExit)
+        started = time.monotonic()
+        events = within(60, lambda: list(server.stream(FileTask(later, later))))
+        assert isinstance(events[-1], FileFailed) and later in str(events[-1].error)
+        assert time.monotonic() - started < 5, "a later window waited for the dead server"
+    finally:
+        server.close()
