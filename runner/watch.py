@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import queue as queue_mod
 import signal
 import sys
@@ -53,7 +54,7 @@ class WatchRefused(RunnerError):
 
 
 def file_events(roots: list[Path], stop: threading.Event, poll: bool, out: queue_mod.SimpleQueue) -> None:
-    """Put the path of every file or folder added or changed under `roots` on `out` until `stop` is set
+    """Put the path of every file added or changed, or folder added, under `roots` on `out` until `stop` is set
     (run it in a thread). If events cannot be had (inotify limits, an odd filesystem), the exception
     is put on `out` instead: the rescans still find every file, only later."""
     import watchfiles
@@ -63,7 +64,10 @@ def file_events(roots: list[Path], stop: threading.Event, poll: bool, out: queue
                                         debounce=400, step=50, rust_timeout=1000, yield_on_timeout=True,
                                         raise_interrupt=False):
             for change, path in changes:
-                if change != watchfiles.Change.deleted:
+                # a folder added (moved in whole, or made before inotify watched it) is walked; one
+                # merely modified (its times) is not: the files in it report themselves
+                if change == watchfiles.Change.added or (change == watchfiles.Change.modified
+                                                         and not os.path.isdir(path)):
                     out.put(Path(path))
     except Exception as exc:  # noqa: BLE001 - reported by the loop, which goes on with rescans
         out.put(exc)

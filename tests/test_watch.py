@@ -29,10 +29,10 @@ SEARCHABLE_S = 10.0  # the issue's bound: searchable within 10 s of the file set
 class Watch:
     """A `scriptorium watch` process whose output lines are collected, each with when it was read."""
 
-    def __init__(self, folder: Path, data: Path, *extra: str):
+    def __init__(self, folder: Path, data: Path, *extra: str, env: dict | None = None):
         self.lines: list[tuple[float, str]] = []
         self.proc = subprocess.Popen(cli_cmd("watch", str(folder), "--data", str(data), *extra), cwd=REPO,
-                                     env=_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     env={**_env(), **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -139,7 +139,28 @@ def test_watch_refuses_a_data_folder_inside_the_watched_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_watch_takes_a_slow_copy_once_when_settled_and_it_is_searchable_in_seconds(tmp_path, talk_20s):
+def test_the_rescan_finds_a_file_no_event_reported(tmp_path, shared_audio_dir):
+    """--poll with a poll every 10 minutes reports nothing in this test: only the rescan can find the file."""
+    folder, data = tmp_path / "media", tmp_path / "data"
+    folder.mkdir()
+    watch = Watch(folder, data, "--poll", "--rescan", "3", env={"WATCHFILES_POLL_DELAY_MS": "600000"})
+    try:
+        watch.wait_for(r"watching .* \(polling, rescan every 3 s\)", 60)
+        copy_in(shared_audio_dir / "LDC93S1.wav", folder)
+        copied = time.monotonic()
+        assert watch.wait_for(r"queued LDC93S1\.wav \(3 s\)", 30) - copied < 3.0 + 2.0
+        watch.wait_for(r"done LDC93S1\.wav", 120)
+        code = watch.stop()
+    finally:
+        watch.kill()
+        kill_mentioning(str(data))
+    assert code == 0, watch.output()
+    assert catalog_rows(data, "SELECT status FROM transcripts") == [("done",)]
+
+
+@pytest.mark.slow
+def test_watch_takes_a_slow_copy_once_when_settled_and_it_is_searchable_in_seconds(tmp_path, talk_20s,
+                                                                                    shared_audio_dir):
     folder, data = tmp_path / "media", tmp_path / "data"
     folder.mkdir()
     full_size = talk_20s.stat().st_size
@@ -158,13 +179,19 @@ def test_watch_takes_a_slow_copy_once_when_settled_and_it_is_searchable_in_secon
             queued_at = watch.wait_for(rf"queued day{n}/talk\.wav \(22 s\)", 5)
             assert queued_at > ended, f"taken before the copy ended:\n{watch.output()}"
             watch.wait_for(rf"done day{n}/talk\.wav", 10)
+        # a folder moved in whole: inotify reports the folder alone, its files must still be found
+        copy_in(shared_audio_dir / "LDC93S1.wav", tmp_path / "elsewhere" / "batch")
+        (tmp_path / "elsewhere" / "batch").rename(folder / "batch")
+        moved = time.monotonic()
+        assert watch.wait_for(r"queued batch/LDC93S1\.wav", 30) - moved < SETTLE_S + 2.0, watch.output()
+        watch.wait_for(r"done batch/LDC93S1\.wav", 60)
         time.sleep(1.5)  # a late second job would show in the log and the catalog
         code = watch.stop()
     finally:
         watch.kill()
         kill_mentioning(str(data))
     walls = [w for (w,) in catalog_rows(data, "SELECT t.wall_seconds FROM transcripts t JOIN media_files m "
-                                              "ON m.id = t.media_id ORDER BY m.path")]
+                                              "ON m.id = t.media_id WHERE m.path LIKE '%talk.wav' ORDER BY m.path")]
     print(f"\nslow copy end -> searchable: {', '.join(f'{d:.2f}' for d in delays)} s (median "
           f"{statistics.median(delays):.2f} s); of which the model decoding: {', '.join(f'{w:.2f}' for w in walls)} s")
     assert code == 0, watch.output()
@@ -172,8 +199,9 @@ def test_watch_takes_a_slow_copy_once_when_settled_and_it_is_searchable_in_secon
     for n in range(3):
         assert watch.count(rf"queued day{n}/talk\.wav") == 1 and watch.count(rf"done day{n}/talk\.wav") == 1
     rows = catalog_rows(data, "SELECT m.path, m.size, m.duration, t.status, t.audio_seconds FROM transcripts t "
-                              "JOIN media_files m ON m.id = t.media_id ORDER BY m.path")
+                              "JOIN media_files m ON m.id = t.media_id WHERE m.path LIKE '%talk.wav' ORDER BY m.path")
     assert [r[0] for r in rows] == [str(folder / f"day{n}" / "talk.wav") for n in range(3)], rows  # one each
+    assert catalog_rows(data, "SELECT count(*) FROM transcripts WHERE status = 'done'") == [(4,)]
     for _, size, duration, status, audio in rows:
         assert (size, status) == (full_size, "done")
         assert duration == pytest.approx(22.0, abs=0.05) and audio == pytest.approx(duration, abs=0.05)
@@ -185,9 +213,9 @@ def test_watch_takes_a_slow_copy_once_when_settled_and_it_is_searchable_in_secon
         assert mine[0][0] < 1.0 and mine[-1][1] > 20.0, mine
         assert all(a[1] <= b[0] + 0.01 for a, b in zip(mine, mine[1:])), f"segments overlap: {mine}"
         assert " ".join(t for *_, t in mine).lower().count("country") == 4, mine
-    # watch's own part (settling, scan, queue, a worker taking the job, search) is seconds, however busy
-    # the machine; the whole is the issue's bound when the model had the cores (tiny.en does this clip in
-    # about 2 s on 2 idle cores; shared by other test runs it took 15 to 19 s)
+    # watch's own part (settling, scan, queue, a worker taking the job, search) is seconds however busy the
+    # machine; the whole is held to the issue's bound when the decode itself left room for it (on 2 cores
+    # shared with other test runs, the decode alone took 10 to 19 s)
     assert max(d - w for d, w in zip(delays, walls)) <= SETTLE_S + 3.0, (delays, walls)
     if max(walls) < 5.0:
         assert max(delays) <= SETTLE_S + SEARCHABLE_S, (delays, walls)
