@@ -274,6 +274,46 @@ def run(paths, data, db, redis_url, model, compute, threads, options, workers, b
     exit_now(code)
 
 
+@main.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@data_options
+@model_options
+@decode_options
+@click.option("--workers", type=int, default=None, help="Worker processes (default: one using every core).")
+@click.option("--batch", type=int, default=None, help="Files decoded together per worker (default: 8).")
+@click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
+              help="Write subtitles under DATA/outputs/ (mirroring folders) or next to each media file.")
+@click.option("--rescan", "rescan_s", type=float, default=60, show_default=True, metavar="SECONDS",
+              help="Scan every folder this often too, for changes no event reported (network mounts).")
+@click.option("--settle", "settle_s", type=float, default=2, show_default=True, metavar="SECONDS",
+              help="A file is taken once it has not changed for this long (raise it for writers that pause).")
+@click.option("--poll", is_flag=True, help="Poll the folders for changes instead of inotify (NFS, SMB).")
+def watch(folders, data, db, redis_url, model, compute, threads, options, workers, batch, outputs, rescan_s,
+          settle_s, poll):
+    """Transcribe what lands in FOLDERS, seconds after each file stops changing, until stopped.
+
+    Scans once, then takes every new or changed media file once it has not changed for
+    --settle seconds (never a half-written one), with a full rescan every --rescan seconds
+    as a safety net. Prints a line per file queued, done or failed. SIGTERM or Ctrl-C stops
+    the workers between windows (exit 0); the next start resumes what was in flight.
+
+    Example:
+
+        scriptorium watch ~/podcasts ~/recordings --data ~/archive-data
+    """
+    from runner.pool import plan_pool
+    from runner.watch import WatchOptions, watch as watch_folders
+
+    try:
+        wopts = WatchOptions(rescan_s=rescan_s, settle_s=settle_s, poll=poll)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    settings = _settings(data, db, redis_url, outputs=outputs)
+    compute = "cpu" if compute == "auto" and not _has_gpu() else ("gpu" if compute == "auto" else compute)
+    exit_now(watch_folders(settings, [Path(f) for f in folders], plan_pool(workers, threads or None, compute, batch),
+                           model, options, wopts))
+
+
 def _has_gpu() -> bool:
     from engine.backends.ctranslate2_backend import cuda_available
 

@@ -87,6 +87,8 @@ def transcribe_media(media_id: int, options: dict, model: str | None = None) -> 
     and resumes from the last committed window instead of failing the file.
     """
     ctx = context()
+    if STOP.is_set():  # an idle job thread of a stopping batch worker took the job another just gave back
+        raise JobInterrupted(f"media {media_id}: worker stopping; not started")
     deadline = time.monotonic() + CATALOG_WAIT_S
     for resume in range(CATALOG_RESUMES + 1):
         try:

@@ -120,9 +120,12 @@ def _inspect(path: Path) -> tuple:
 class Scanner:
     """Records what it finds in the catalog; decides per file: skip, queue, or record a reason."""
 
-    def __init__(self, catalog: Catalog, model_hash: str | None = None):
+    def __init__(self, catalog: Catalog, model_hash: str | None = None, requeue_unfinished: bool = True):
+        """`requeue_unfinished=False` leaves known, unchanged files alone whatever their state: a
+        watcher's rescans must not flip files being decoded back to queued (its reconcile re-queues lost jobs)."""
         self.catalog = catalog
         self.model_hash = model_hash
+        self.requeue_unfinished = requeue_unfinished
 
     def scan(self, roots: list[Path], progress: bool = False) -> ScanSummary:
         summary = ScanSummary()
@@ -137,6 +140,17 @@ class Scanner:
                     if len(chunk) >= CHUNK:
                         self._scan_chunk(chunk, scan_root, summary, pool)
                 self._scan_chunk(chunk, scan_root, summary, pool)
+        return summary
+
+    def scan_files(self, items: list[tuple[Path, Path]], summary: ScanSummary | None = None) -> ScanSummary:
+        """Scan these (file, its scan root) pairs, such as files a watcher saw settle; a file still
+        being written lands in summary.busy_paths."""
+        summary = summary or ScanSummary()
+        with ThreadPoolExecutor(PROBE_THREADS) as pool:
+            for root in dict.fromkeys(r for _, r in items):
+                paths = [p for p, r in items if r == root]
+                for start in range(0, len(paths), CHUNK):
+                    self._scan_chunk(paths[start:start + CHUNK], root, summary, pool)
         return summary
 
     def take_settled(self, summary: ScanSummary, wait: float, poll: float = 0.25) -> None:
@@ -208,7 +222,9 @@ class Scanner:
 
     def _known_unchanged(self, row: m.MediaFile, summary: ScanSummary, requeue: list[int]) -> None:
         summary.unchanged += 1
-        if row.status in (Status.queued, Status.running, Status.new) or \
+        if not self.requeue_unfinished:
+            summary.unchanged_done += row.status == Status.done
+        elif row.status in (Status.queued, Status.running, Status.new) or \
                 (row.status == Status.done and self.model_hash and not self._done_with_model(row.id)):
             requeue.append(row.id)  # set to queued by the caller, for the whole chunk at once
             summary.to_queue.append((row.id, row.duration))
