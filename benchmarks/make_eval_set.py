@@ -174,7 +174,8 @@ class Draws:
 
     def fortune(self, max_words: int | None = None) -> Text:
         for k, text in enumerate(self.fortunes):
-            if max_words is None or text.words <= max_words:
+            # festival fails on a text that starts with "..." (seed 1); none of seed 0's does
+            if (max_words is None or text.words <= max_words) and not text.text.startswith("."):
                 return self.fortunes.pop(k)
         raise RuntimeError("ran out of fortunes")
 
