@@ -14,7 +14,9 @@ Variants (TranscribeOptions unless said):
 
 Every variant runs in this process on one loaded model, with the batch and threads `scriptorium bench`
 uses (two replicas on 2+ threads), one after the other after one warm-up file; WER is Whisper-normalized
-as in `scriptorium bench`. Wall times move with the machine's load: compare WER first.
+as in `scriptorium bench`. Wall times move with the machine's load: compare WER first. Windows in
+temperature fallback sample without a fixed seed, so files that fall back often (noisy synthetic speech)
+can change by a few errors from run to run: run `defaults` more than once to see that spread.
 
     python benchmarks/defaults_table.py /tmp/evalset --threads 2 --batch 8
     python benchmarks/defaults_table.py ../shared/audio --variants defaults "rules off" --json /tmp/d.json
@@ -93,7 +95,7 @@ def run(source: Path, names: list[str], threads: int, batch: int, beam_size: int
                      "wer": total.wer, "errors": total.errors, "substitutions": total.substitutions,
                      "deletions": total.deletions, "insertions": total.insertions,
                      "reference_words": total.reference_words, "wall_seconds": engine_run.wall,
-                     "failed": engine_run.failed()})
+                     "failed": engine_run.failed(), "file_errors": per_file[name]})
     base_files = per_file.get("defaults")
     for row in rows:
         if base_files is not None and row["variant"] != "defaults":
