@@ -12,6 +12,9 @@ long-form mixes of bench_engine.py are rebuilt there from the same samples (clip
 
   python benchmarks/bench_gpu.py pack OUT_DIR                 # here: corpus.s16 + index.json
   python benchmarks/bench_gpu.py run DATA_DIR --model MODEL   # there: prints the table (+ --save-json)
+  python benchmarks/bench_gpu.py shapes --cache DIR           # there: large-v3/turbo-sized models with
+                                                              # random weights: encoder and decoder
+                                                              # throughput and memory (no WER)
 """
 
 from __future__ import annotations
@@ -186,6 +189,92 @@ def profile(transcriber, options, items, batch_size: int, interval: float = 0.00
     return {"batch": batch_size, "wall": wall, "stages": dict(stages), "top": top}
 
 
+def _random_whisper():
+    """benchmarks/random_whisper.py, imported by path (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("random_whisper", Path(__file__).with_name("random_whisper.py"))
+    module = sys.modules.setdefault("random_whisper", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
+    return module
+
+
+def _memory_mib(device: str) -> float:
+    """Device memory in use (the whole GPU, by nvidia-smi), or this process's resident memory on CPU."""
+    import subprocess
+
+    if device == "cuda":
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True).stdout.split()
+        return float(out[0]) if out else float("nan")
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def shapes(args) -> list[dict]:
+    """Real model sizes with random weights on the device: one encoder call on B windows, and B rows
+    decoding a fixed number of tokens (end of text suppressed, greedy): how the card behaves with
+    large-v3 and turbo before any of them is downloaded. Throughput and memory only: the text is noise."""
+    import ctranslate2
+
+    from engine.tokenizer import Tokenizer
+
+    rw = _random_whisper()
+    device = "cuda" if args.compute == "gpu" else "cpu"
+    rows = []
+    for name in args.shapes:
+        folder = Path(args.cache) / name
+        if not (folder / "model.bin").is_file():
+            started = time.perf_counter()
+            rw.build(folder, rw.SHAPES[name])
+            print(f"built {name} in {time.perf_counter() - started:.0f} s", flush=True)
+        shape, before = rw.SHAPES[name], _memory_mib(device)
+        model = ctranslate2.models.Whisper(str(folder), device=device, compute_type=args.compute_type)
+        loaded = _memory_mib(device)
+        tokenizer = Tokenizer.from_model_dir(folder, True, language="en")
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        for batch in args.batches:
+            rows.append(_shape_row(model, tokenizer, prompt, name, shape, batch, args, before, loaded, device))
+        del model
+    return rows
+
+
+def _shape_row(model, tokenizer, prompt, name, shape, batch, args, before, loaded, device) -> dict:
+    import ctranslate2
+
+    mel = np.random.default_rng(0).standard_normal((batch, shape.n_mels, 3000)).astype(np.float32)
+    features = ctranslate2.StorageView.from_array(mel)
+    encoded = model.encode(features, to_cpu=False)  # warm-up, and the decoder's input
+    encode_s = _median_seconds(lambda: model.encode(features, to_cpu=False), args.repeats)
+    produced: list[int] = []
+
+    def decode():
+        results = model.generate(encoded, [prompt] * batch, max_length=args.steps, beam_size=1,
+                                 suppress_tokens=[-1, tokenizer.eot], suppress_blank=False)
+        produced[:] = [len(r.sequences_ids[0]) for r in results]
+
+    decode()
+    decode_s = _median_seconds(decode, args.repeats)
+    row = {"shape": name, "batch": batch, "encode_s": encode_s, "windows_per_s": batch / encode_s,
+           "decode_s": decode_s, "tokens": sum(produced), "ms_per_token_step": 1000 * decode_s / max(1, max(produced)),
+           "memory_loaded_mib": loaded - before, "memory_peak_mib": _memory_mib(device) - before}
+    print(f"{name:15s} batch {batch:3d}: encoder {encode_s * 1000:8.1f} ms ({row['windows_per_s']:7.1f} windows/s); "
+          f"{max(produced)} decoder steps {decode_s * 1000:8.1f} ms ({row['ms_per_token_step']:.2f} ms/step); memory "
+          f"{row['memory_loaded_mib']:.0f} MiB loaded, {row['memory_peak_mib']:.0f} MiB peak", flush=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -206,7 +295,21 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("--repeats", type=int, default=3)
     rn.add_argument("--save-json", metavar="PATH")
     rn.add_argument("--profile", type=int, metavar="B", help="then one pass at batch B with the decoding thread sampled")
+    sh = sub.add_parser("shapes", help="random-weight models of real sizes: encoder/decoder throughput, memory")
+    sh.add_argument("--cache", required=True, help="where the built models are kept (large-v3: ~3 GB)")
+    sh.add_argument("--shapes", nargs="+", default=["tiny", "large-v3-turbo", "large-v3"])
+    sh.add_argument("--compute", default="gpu", help="gpu (the point), or cpu for a smoke test here")
+    sh.add_argument("--compute-type", default="float16")
+    sh.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
+    sh.add_argument("--steps", type=int, default=64, help="decoder steps per row")
+    sh.add_argument("--repeats", type=int, default=3)
+    sh.add_argument("--save-json", metavar="PATH")
     args = p.parse_args(argv)
+    if args.cmd == "shapes":
+        rows = shapes(args)
+        if args.save_json:
+            Path(args.save_json).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        return 0
     if args.cmd == "pack":
         pack(Path(args.out), Path(args.audio_dir))
         return 0

@@ -9,86 +9,33 @@ VAD, detection, parts, prompts, resume) runs as it would for one. Audio, ffmpeg 
 
 from __future__ import annotations
 
-import json
+import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from ctranslate2.specs import whisper_spec
 
 from engine.audio import join_to_wav, load_audio
 from engine.batching import FileDone, FilePlanned, FileTask, WindowDone
 from engine.constants import SAMPLE_RATE
 from engine.errors import ModelError
-from engine.models import packaged_model_dir
 from engine.options import TranscribeOptions
 from engine.transcribe import LongFormDecoder
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 # quick to decode: the random model's text is noise anyway
 FAST = dict(temperatures=(0.0,), beam_size=1, best_of=1, word_timestamps=False)
 
 
-def tiny_multilingual(folder: Path, d: int = 64, layers: int = 2, heads: int = 2) -> Path:
-    """A random-weight Whisper in CTranslate2's multilingual format, with a matching tokenizer.json:
-    tiny.en's vocabulary with the multilingual layout (one more text token, so that <|endoftext|> is
-    50257 and the languages 50259-50357; CTranslate2 knows a multilingual vocabulary by its empty token)."""
-    rng = np.random.default_rng(0)
-
-    def rand(*shape):
-        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
-
-    def linear(spec, rows, cols):
-        spec.weight, spec.bias = rand(rows, cols), rand(rows)
-
-    def norm(spec):
-        spec.gamma, spec.beta = 1 + rand(d), rand(d)
-
-    def attention_and_ffn(layer, cross: bool):
-        linear(layer.self_attention.linear[0], 3 * d, d)
-        linear(layer.self_attention.linear[1], d, d)
-        norm(layer.self_attention.layer_norm)
-        if cross:
-            for linear_spec, rows in zip(layer.attention.linear, (d, 2 * d, d)):
-                linear(linear_spec, rows, d)
-            norm(layer.attention.layer_norm)
-        linear(layer.ffn.linear_0, 4 * d, d)
-        linear(layer.ffn.linear_1, d, 4 * d)
-        norm(layer.ffn.layer_norm)
-
-    source = packaged_model_dir()
-    english = (source / "vocabulary.txt").read_text(encoding="utf-8").split("\n")[:51864]
-    vocabulary = english[:50256] + [""] + english[50256:]
-    spec = whisper_spec.WhisperSpec(layers, heads, layers, heads)
-    encoder, decoder = spec.encoder, spec.decoder
-    encoder.conv1.weight, encoder.conv1.bias = rand(d, 80, 3), rand(d)
-    encoder.conv2.weight, encoder.conv2.bias = rand(d, d, 3), rand(d)
-    encoder.position_encodings.encodings = rand(1500, d)
-    norm(encoder.layer_norm)
-    for layer in encoder.layer:
-        attention_and_ffn(layer, cross=False)
-    decoder.embeddings.weight = rand(len(vocabulary), d)
-    decoder.projection.weight = decoder.embeddings.weight
-    decoder.position_encodings.encodings = rand(448, d)
-    norm(decoder.layer_norm)
-    for layer in decoder.layer:
-        attention_and_ffn(layer, cross=True)
-    ids = {token: i for i, token in enumerate(vocabulary)}
-    spec.config.lang_ids = list(range(ids["<|en|>"], ids["<|translate|>"]))
-    spec.config.suppress_ids = [1, 2, 7]
-    spec.config.suppress_ids_begin = [220, ids["<|endoftext|>"]]
-    spec.config.alignment_heads = [[1, 0], [1, 1]]
-    spec.register_vocabulary(vocabulary)
-    spec.validate()
-    folder.mkdir(parents=True, exist_ok=True)
-    spec.save(str(folder))
-    tokenizer = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
-    tokenizer["model"]["vocab"]["<|text50256|>"] = tokenizer["model"]["vocab"].pop("<|endoftext|>")
-    for added in tokenizer["added_tokens"]:
-        added["id"] += 1
-    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
-    return folder
+def tiny_multilingual(folder: Path) -> Path:
+    """A random-weight Whisper in CTranslate2's multilingual format (benchmarks/random_whisper.py)."""
+    spec = importlib.util.spec_from_file_location("random_whisper", REPO / "benchmarks" / "random_whisper.py")
+    module = sys.modules.setdefault("random_whisper", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
+    return module.build(folder, module.SHAPES["test"])
 
 
 @pytest.fixture(scope="module")
