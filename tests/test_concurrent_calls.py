@@ -5,6 +5,7 @@ the sequential path's at temperature 0."""
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -85,4 +86,7 @@ def test_the_gpu_bench_times_model_shapes_built_here(tmp_path):
     rows = json.loads(out.read_text())
     assert [(r["shape"], r["batch"]) for r in rows] == [("test", 1), ("test", 2)]
     assert rows[1]["tokens"] == 2 * rows[0]["tokens"] > 0, "every row decodes the same fixed number of steps"
-    assert all(r["encode_s"] > 0 and r["memory_loaded_mib"] > 0 for r in rows)
+    assert all(r["encode_s"] > 0 for r in rows)
+    # On the CPU memory is this process's RSS delta: a 64-wide model can load into pages freed earlier, so
+    # only its presence is checked here; the GPU rows read nvidia-smi.
+    assert all(math.isfinite(r["memory_loaded_mib"]) and math.isfinite(r["memory_peak_mib"]) for r in rows)
