@@ -12,12 +12,12 @@ device, compute type, thread count and beam size:
                        word_timestamps=True, vad_filter=False: its default) -- the baseline
   fw-batched8          faster_whisper.BatchedInferencePipeline(batch_size=8) (--fw-batched)
 
-faster-whisper runs in a spawned process of its own (runner.peer), as users run it.
+faster-whisper runs in a spawned process of its own (bench.peer), as users run it.
 
 Models load once, before any timing; each engine gets one untimed warm-up file. The timed
 runs alternate engines (a, b, c, a, b, c, ...) so machine noise hits all of them alike, and
 each engine's wall time is the median over --repeats runs of the whole set. WER is Whisper-
-normalized (engine.evaluation), per file and in total (errors summed over reference words
+normalized (bench.wer), per file and in total (errors summed over reference words
 summed), from the first repeat.
 
 Run from the repository root:  python benchmarks/bench_engine.py [--repeats 3] [--json]
@@ -41,9 +41,10 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from engine.audio import join_to_wav  # noqa: E402
-from engine.evaluation import WordErrors, normalize, qoi, total_errors, word_errors  # noqa: E402
-from runner.bench import PEER, PEER_BATCHED, BenchError, Item, load_items, scriptorium_runner  # noqa: E402
-from runner.peer import PeerProcess  # noqa: E402
+from bench.wer import WordErrors, normalize, qoi, total_errors, word_errors  # noqa: E402
+from bench.items import BenchError, Item, load_items  # noqa: E402
+from bench.harness import PEER, PEER_BATCHED, scriptorium_runner  # noqa: E402
+from bench.peer import PeerProcess  # noqa: E402
 
 
 @dataclass
@@ -58,7 +59,7 @@ class EngineResult:
 
 # --------------------------------------------------------------------------- corpus
 # Item, load_items (the manifest's files with a trustworthy reference) and the engine runners live in
-# runner/bench.py, shared with `scriptorium bench` and `scriptorium eval`.
+# bench/harness.py, shared with `scriptorium bench` and `scriptorium eval`.
 
 BASELINE = "fw-seq"
 
@@ -90,7 +91,7 @@ Runner = Callable[[list[Item]], dict[str, str | Exception]]  # file name -> text
 
 
 def _plain(runner) -> Runner:
-    """A runner of runner.bench (name -> FileResult) as this script's (name -> text or the error)."""
+    """A runner of bench.harness (name -> FileResult) as this script's (name -> text or the error)."""
     def run(items: list[Item]) -> dict[str, str | Exception]:
         return {name: (r.error if r.error is not None else r.text) for name, r in runner(items).items()}
     return run

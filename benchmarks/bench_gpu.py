@@ -41,7 +41,7 @@ DATA_ENV = "BENCH_GPU_DATA"  # the packed folder, for faster-whisper's process (
 def pack(out: Path, audio_dir: Path) -> None:
     """Decode every scored manifest file to int16 PCM in one blob, with an index of names and references."""
     from engine.audio import stream_audio
-    from runner.bench import load_items
+    from bench.items import load_items
 
     out.mkdir(parents=True, exist_ok=True)
     entries, offset = [], 0
@@ -59,7 +59,7 @@ def pack(out: Path, audio_dir: Path) -> None:
 
 def load_corpus(data: Path) -> tuple[dict[str, np.ndarray], list]:
     """name -> int16 samples (the files and the two mixes), and their bench Items."""
-    from runner.bench import Item
+    from bench.items import Item
 
     blob = np.fromfile(data / "corpus.s16", dtype=np.int16)
     entries = json.loads((data / "index.json").read_text(encoding="utf-8"))
@@ -101,7 +101,7 @@ def serve_samples(pcm: dict[str, np.ndarray]) -> None:
 def serve_peer_samples() -> None:
     """faster-whisper reads the packed samples of $BENCH_GPU_DATA where it would have run PyAV.
 
-    Runs in faster-whisper's own process, as runner.peer's child_init, before its model loads.
+    Runs in faster-whisper's own process, as bench.peer's child_init, before its model loads.
     """
     sys.modules.setdefault("av", types.ModuleType("av"))  # faster-whisper imports PyAV; it never runs here
     import faster_whisper.transcribe
@@ -113,8 +113,8 @@ def serve_peer_samples() -> None:
 def run(args) -> dict:
     from engine.api import Transcriber
     from engine.options import TranscribeOptions
-    from runner.bench import PEER, PEER_BATCHED, bench_data, format_bench, scriptorium_runner, timed
-    from runner.peer import PeerProcess
+    from bench.harness import PEER, PEER_BATCHED, bench_data, format_bench, scriptorium_runner, timed
+    from bench.peer import PeerProcess
 
     pcm, items = load_corpus(Path(args.data))
     if args.only:

@@ -73,7 +73,7 @@ def main() -> None:
             if args.fresh_copy:
                 folder = Path(tmp) / "archive"
                 shutil.copytree(audio_dir, folder)
-            cmd = [sys.executable, "-m", "runner.cli", "run", str(folder), "--data", f"{tmp}/data",
+            cmd = [sys.executable, "-m", "runner.commands.cli", "run", str(folder), "--data", f"{tmp}/data",
                    "--threads", str(args.threads), "--beam-size", str(args.beam_size), "--compute", "cpu"]
             ours.append(timed(cmd + (["--batch", str(args.batch)] if args.batch else []), env))
             theirs.append(timed([sys.executable, "-c", FW_SCRIPT, json.dumps(files), tmp, str(args.threads),

@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.api import Transcriber  # noqa: E402
-from engine.evaluation import total_errors  # noqa: E402
+from bench.wer import total_errors  # noqa: E402
 from engine.options import TranscribeOptions  # noqa: E402
-from runner.bench import (effective_threads, folder_items, read_manifest, scriptorium_runner,  # noqa: E402
-                          timed)
+from bench.items import folder_items, read_manifest  # noqa: E402
+from bench.harness import effective_threads, scriptorium_runner, timed  # noqa: E402
 from engine.backends.ctranslate2_backend import default_replicas  # noqa: E402
 
 OLD = {"speech_pad": 0.4, "min_silence": 3.0, "vad_hysteresis": 0.0}

@@ -10,7 +10,7 @@ the temp folder). Each size runs in its own process, so its peak RSS is its own.
 
 `search` bulk-inserts N segments (words from the shared corpus's reference transcripts) into a
 fresh SQLite catalog through SQLAlchemy core, then times `runner.search.search` over 200 queries
-of 1-3 words (p50/p95) and `runner.report.build_report` with and without the file list.
+of 1-3 words (p50/p95) and `runner.catalog.report.build_report` with and without the file list.
 Everything lives in a temp folder that is removed afterwards; nothing is written to the repo.
 """
 
@@ -63,10 +63,10 @@ def make_archive(root: Path, n: int, per_dir: int = 500) -> None:
 def scan_one(n: int) -> dict:
     """Generate, scan and enqueue n files in a temp folder; the numbers as a dict."""
     from runner.config import sqlite_url_for
-    from runner.db import Catalog
-    from runner.embedded_redis import EmbeddedRedis
-    from runner.queue import connect, enqueue, job_queue
-    from runner.scanner import Scanner
+    from runner.catalog.db import Catalog
+    from runner.queue.embedded_redis import EmbeddedRedis
+    from runner.queue.jobqueue import connect, enqueue, job_queue
+    from runner.queue.scanner import Scanner
 
     with tempfile.TemporaryDirectory(prefix="scriptorium-load-") as tmp:
         tmp = Path(tmp)
@@ -118,9 +118,9 @@ def fill_catalog(url: str, n_segments: int, words: list[str]) -> tuple[int, int]
     """Bulk-insert media files, done transcripts and n_segments segments; (files, transcripts)."""
     import sqlalchemy as sa
 
-    from runner import catalog as m
-    from runner.db import Catalog
-    from runner.status import Status
+    from runner.catalog import models as m
+    from runner.catalog.db import Catalog
+    from runner.catalog.status import Status
 
     rng = random.Random(1)
     n_files = max(1, n_segments // SEGMENTS_PER_TRANSCRIPT)
@@ -158,9 +158,9 @@ def fill_catalog(url: str, n_segments: int, words: list[str]) -> tuple[int, int]
 
 def search_one(n: int) -> dict:
     from runner.config import sqlite_url_for
-    from runner.db import Catalog
-    from runner.report import build_report
-    from runner.search import search
+    from runner.catalog.db import Catalog
+    from runner.catalog.report import build_report
+    from runner.catalog.search import search
 
     words = vocabulary()
     rng = random.Random(2)

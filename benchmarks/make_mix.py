@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.audio import join_to_wav  # noqa: E402
-from runner.bench import load_items  # noqa: E402
+from bench.items import load_items  # noqa: E402
 
 GAP = 0.5
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.api import Transcriber  # noqa: E402
 from engine.backends.ctranslate2_backend import default_replicas  # noqa: E402
 from engine.batching import FileTask  # noqa: E402
-from engine.evaluation import word_errors  # noqa: E402
+from bench.wer import word_errors  # noqa: E402
 from engine.options import TranscribeOptions  # noqa: E402
 
 

@@ -1,1 +1,1 @@
-"""Alembic migrations of the Scriptorium catalog (script_location for runner.db)."""
+"""Alembic migrations of the Scriptorium catalog (script_location for runner.catalog.db)."""

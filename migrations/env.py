@@ -1,6 +1,6 @@
 """Alembic environment: runs on a connection passed in config.attributes, or on a URL.
 
-runner.db passes its own connection (so in-memory and temporary databases work and SQLite
+runner.catalog.db passes its own connection (so in-memory and temporary databases work and SQLite
 pragmas apply); by hand, the URL comes from -x url=..., SCRIPTORIUM_DB_URL or sqlalchemy.url.
 """
 
@@ -12,7 +12,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from runner.catalog import FTS_TABLE, PG_TEXT_INDEX, Base, UTCDateTime
+from runner.catalog.models import FTS_TABLE, PG_TEXT_INDEX, Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata

@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 
 from runner.config import sqlite_url_for
-from runner.db import Catalog
+from runner.catalog.db import Catalog
 from runner.web.api_config import ApiConfig
 from runner.web.app import create_app
 from tests.test_faults import claim_redis_db
@@ -132,7 +132,7 @@ def huge_multipart(total: int, boundary: str = "scriptoriumtest"):
 
 def test_non_loopback_bind_without_token_refuses_to_start(tmp_path):
     for host in ("0.0.0.0", "::", "192.0.2.7"):
-        res = subprocess.run([sys.executable, "-m", "runner.cli", "serve", "--host", host, "--data",
+        res = subprocess.run([sys.executable, "-m", "runner.commands.cli", "serve", "--host", host, "--data",
                               str(tmp_path / "data")], cwd=REPO, env=env(), capture_output=True, text=True, timeout=60)
         assert res.returncode == 2, (host, res.stdout, res.stderr)
         assert "--token" in res.stderr and host in res.stderr
@@ -141,7 +141,7 @@ def test_non_loopback_bind_without_token_refuses_to_start(tmp_path):
 
 def test_non_loopback_bind_with_token_serves_only_with_it(tmp_path, redis_url):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--host", "0.0.0.0", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "runner.commands.cli", "serve", "--host", "0.0.0.0", "--port", str(port),
                              "--data", str(tmp_path / "data"), "--redis", redis_url], cwd=REPO,
                             env={**env(), "SCRIPTORIUM_API_TOKEN": TOKEN}, stderr=subprocess.PIPE, text=True)
     try:

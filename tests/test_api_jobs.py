@@ -26,10 +26,10 @@ import pytest
 import srt
 from sqlalchemy import select
 
-from engine.evaluation import word_errors
-from runner import catalog as m
+from bench.wer import word_errors
+from runner.catalog import models as m
 from runner.config import sqlite_url_for
-from runner.db import Catalog
+from runner.catalog.db import Catalog
 from runner.web.api_config import ApiConfig, WebhookPolicy
 from runner.web.app import create_app
 from tests.test_api_auth import REPO, env, free_port, serving
@@ -102,7 +102,7 @@ def rig(tmp_path_factory, shared_audio_dir):
     for name in CLIPS[:2]:
         shutil.copy2(shared_audio_dir / name, root / "talks" / name)
     catalog = Catalog.open(sqlite_url_for(data))
-    worker = subprocess.Popen([sys.executable, "-m", "runner.cli", "worker", "--data", str(data), "--db",
+    worker = subprocess.Popen([sys.executable, "-m", "runner.commands.cli", "worker", "--data", str(data), "--db",
                                sqlite_url_for(data), "--redis", redis_url, "--threads", "2", "--batch", "8"],
                               cwd=REPO, env=env(), stdin=subprocess.DEVNULL)
     config = ApiConfig(data, redis_url, webhook_secret=SECRET, roots=(root,), monitor_every=0.1,

@@ -18,9 +18,9 @@ import srt
 import webvtt
 from sqlalchemy.exc import OperationalError
 
-from engine.evaluation import word_errors
+from bench.wer import word_errors
 from runner.config import sqlite_url_for
-from runner.db import Catalog
+from runner.catalog.db import Catalog
 from tests.test_api_auth import REPO, env, free_port, leftovers
 from tests.test_faults import claim_redis_db
 
@@ -47,7 +47,7 @@ def served(tmp_path_factory):
     """`scriptorium serve --workers 1` on a claimed Redis database and a fresh data folder, its worker up."""
     redis_url, conn = claim_redis_db()
     data, port = tmp_path_factory.mktemp("serve") / "data", free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--data", str(data), "--redis", redis_url,
+    proc = subprocess.Popen([sys.executable, "-m", "runner.commands.cli", "serve", "--data", str(data), "--redis", redis_url,
                              "--port", str(port), "--workers", "1", "--wait-timeout", "120"],
                             cwd=REPO, env=env(), stdin=subprocess.DEVNULL)
     catalog = None

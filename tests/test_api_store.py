@@ -8,8 +8,8 @@ import datetime as dt
 import json
 
 from engine.constants import SAMPLE_RATE
-from runner import catalog as m
-from runner.status import Status
+from runner.catalog import models as m
+from runner.catalog.status import Status
 from runner.web.api_config import WebhookPolicy
 from runner.web.api_store import create_job, job_view, list_jobs, new_job_id, settle_jobs
 from runner.web.webhooks import claim_due, record_attempt, signature, verify

@@ -1,7 +1,7 @@
-"""`scriptorium bench` and `scriptorium eval` (runner/bench_cmd.py) on a few short real recordings.
+"""`scriptorium bench` and `scriptorium eval` (bench/commands.py) on a few short real recordings.
 
-The commands run through a local click group, so these tests do not depend on how runner/cli.py
-registers them. Every WER the commands print or write is checked against engine.evaluation on
+The commands run through a local click group, so these tests do not depend on how runner/commands/cli.py
+registers them. Every WER the commands print or write is checked against bench.wer on
 the same reference and hypothesis texts.
 """
 
@@ -17,9 +17,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from engine.evaluation import total_errors, word_errors
-from runner.bench import BenchError, Item, folder_items, read_manifest
-from runner.bench_cmd import bench, eval_
+from bench.wer import total_errors, word_errors
+from bench.items import BenchError, Item, folder_items, read_manifest
+from bench.commands import bench, eval_
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = ["LJ002-0020.wav", "speechbrain_spk2_snt2.wav"]  # 1.5 s and 1.8 s
@@ -49,7 +49,7 @@ def link(src: Path, dest: Path) -> Path:
 
 
 def assert_scored(reference: str, hypothesis: str, row: dict) -> None:
-    """A per-file (or total) row agrees with engine.evaluation on the same texts."""
+    """A per-file (or total) row agrees with bench.wer on the same texts."""
     expected = word_errors(reference, hypothesis)
     assert (row["substitutions"], row["deletions"], row["insertions"], row["reference_words"]) == (
         expected.substitutions, expected.deletions, expected.insertions, expected.reference_words)
@@ -224,7 +224,7 @@ def test_eval_librispeech_folder_prints_wer_and_sdi(cli, tmp_path, shared_audio_
     report = tmp_path / "eval.md"
     result = invoke(cli, "eval", root, "--threads", "2", "--report", report)
     assert result.exit_code == 0, result.output
-    # Hypotheses from the report's transcripts section; the printed rows must score them as engine.evaluation does.
+    # Hypotheses from the report's transcripts section; the printed rows must score them as bench.wer does.
     transcripts = report.read_text().split("## Transcripts", 1)[1]
     hyps = {}
     for block in transcripts.split("### ")[1:]:

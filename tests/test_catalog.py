@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from engine.results import Segment, Word
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.config import sqlite_url_for
-from runner.db import PROMPT_TOKENS, Catalog
+from runner.catalog.db import PROMPT_TOKENS, Catalog
 from runner.errors import CatalogError
-from runner.status import Status
+from runner.catalog.status import Status
 
 PG_ADMIN_DSNS = (
     "postgresql://postgres@127.0.0.1:5432/test",

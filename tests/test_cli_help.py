@@ -12,7 +12,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from runner.cli import main
+from runner.commands.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def walk_commands(group: click.Group, prefix: tuple[str, ...] = ()):
 
 COMMANDS = list(walk_commands(main))
 MISSING_EXAMPLE: dict = {}
-UNDOCUMENTED_OPTIONS = "runner/cli.py: export --format, search --limit and worker --outputs have no help text"
+UNDOCUMENTED_OPTIONS = "runner/commands/cli.py: export --format, search --limit and worker --outputs have no help text"
 
 
 def _param(path, command):
@@ -73,7 +73,7 @@ def test_options_have_help():
 def test_worker_with_neural_engine_on_linux_exits_at_once(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTORIUM_")}
     started = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "runner.cli", "worker", "--compute", "ane",
+    res = subprocess.run([sys.executable, "-m", "runner.commands.cli", "worker", "--compute", "ane",
                           "--data", str(tmp_path / "data")], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
                          capture_output=True, text=True, timeout=120)
     took = time.monotonic() - started

@@ -28,7 +28,7 @@ def scriptorium(*args: str, timeout: float = 300) -> subprocess.CompletedProcess
     """Run the CLI module with this interpreter (the venv's), from the repository root."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("SCRIPTORIUM_MODEL", None)
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "runner.commands.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -133,7 +133,7 @@ def test_inputs_with_the_same_stem_do_not_overwrite_each_other(shared_audio_dir,
 # --------------------------------------------------------------------------- --help everywhere
 
 def _command_paths() -> list[tuple[str, ...]]:
-    from runner.cli import main
+    from runner.commands.cli import main
 
     paths: list[tuple[str, ...]] = [()]
 
@@ -149,7 +149,7 @@ def _command_paths() -> list[tuple[str, ...]]:
 
 @pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "scriptorium")
 def test_help_works_for_every_command(path):
-    from runner.cli import main
+    from runner.commands.cli import main
 
     res = CliRunner().invoke(main, [*path, "--help"], catch_exceptions=False)
     assert res.exit_code == 0, res.output

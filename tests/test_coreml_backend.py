@@ -24,7 +24,7 @@ from engine.backends.coreml.predictor import CoreMLPredictor, compute_units
 from engine.backends.coreml.prefix_cache import PrefixCache
 from engine.backends.coreml.search import Hypotheses, TokenRules, apply_rules
 from engine.errors import BackendUnavailable
-from engine.evaluation import total_errors, word_errors
+from bench.wer import total_errors, word_errors
 from engine.features import window_features
 from engine.audio import load_audio
 from engine.constants import N_SAMPLES

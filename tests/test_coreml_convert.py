@@ -138,7 +138,7 @@ def test_palettized_weights_use_a_lookup_table(tmp_path, converted):
 
 
 def test_cli_convert(tmp_path, converted):
-    from runner.convert_cmd import convert as command
+    from runner.commands.convert_cmd import convert as command
 
     source, _ = converted
     result = CliRunner().invoke(command, [str(source), "--to", "coreml", "--output-dir", str(tmp_path / "o")])

@@ -18,15 +18,15 @@ from click.testing import CliRunner
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.config import Settings
-from runner.db import Catalog
-from runner.doctor import DELETED, diagnose
-from runner.doctor_cmd import doctor
-from runner.outputs import write_media_outputs
-from runner.queue import claim_queue, connect, enqueue, is_pending, job_queue
-from runner.scanner import Scanner
-from runner.status import Status
+from runner.catalog.db import Catalog
+from runner.catalog.doctor import DELETED, diagnose
+from runner.commands.doctor_cmd import doctor
+from runner.catalog.outputs import write_media_outputs
+from runner.queue.jobqueue import claim_queue, connect, enqueue, is_pending, job_queue
+from runner.queue.scanner import Scanner
+from runner.catalog.status import Status
 from tests.test_catalog import make_segment, start
 from tests.test_faults import claim_redis_db
 from tests.test_runner_e2e import copy_in

@@ -1,4 +1,4 @@
-"""Tests of engine.evaluation: Whisper normalization, word error counts (checked against jiwer), QoI."""
+"""Tests of bench.wer: Whisper normalization, word error counts (checked against jiwer), QoI."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from engine import evaluation
-from engine.evaluation import QoI, WordErrors, normalize, qoi, total_errors, word_errors
+from bench import wer as evaluation
+from bench.wer import QoI, WordErrors, normalize, qoi, total_errors, word_errors
 
 jiwer = pytest.importorskip("jiwer")
 

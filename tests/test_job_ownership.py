@@ -82,9 +82,9 @@ def test_a_released_job_and_its_stale_worker_leave_one_complete_transcript(tmp_p
     assert len({r[:2] for r in got}) == len(got), "duplicate segments"
 
 
-KILL_BEFORE_OUTPUTS = ("import os, runner.jobs as j; "
+KILL_BEFORE_OUTPUTS = ("import os, runner.queue.jobs as j; "
                        "j.write_media_outputs = lambda *a, **k: os.kill(os.getpid(), 9); "
-                       "from runner.cli import main; main()")
+                       "from runner.commands.cli import main; main()")
 
 
 def test_a_worker_killed_before_the_outputs_leaves_them_pending_and_run_writes_them(tmp_path, shared_audio_dir):

@@ -12,9 +12,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from runner.catalog import Base
+from runner.catalog.models import Base
 from runner.config import sqlite_url_for
-from runner.db import MIGRATIONS_DIR, Catalog, alembic_config, check, upgrade
+from runner.catalog.db import MIGRATIONS_DIR, Catalog, alembic_config, check, upgrade
 from runner.errors import CatalogError
 from tests.test_catalog import empty_db_url, pg_dsn  # noqa: F401
 

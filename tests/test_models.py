@@ -22,7 +22,7 @@ from engine.errors import HubError, ModelError
 from engine.hub import CATALOG, COREML_REPO, Hub
 from engine.model_store import PARTIAL, download, import_model, installed, remove, verify_model
 from engine.models import MANIFEST, packaged_model_dir, resolve_model
-from runner.cli import main
+from runner.commands.cli import main
 
 FILES = ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")
 BREAKING = "tokenizer.json"  # breaks halfway on its first request in the tiny.en repo
@@ -248,7 +248,7 @@ def test_verify_detects_a_corrupted_byte_and_the_worker_refuses(tmp_path, source
     assert verify_model(resolve_model(None)) == []  # the packaged model has no manifest and is trusted
 
     from runner.config import Settings
-    from runner.worker import run_worker
+    from runner.queue.worker import run_worker
 
     settings = Settings(tmp_path / "data", "sqlite:///" + str(tmp_path / "c.db"), "redis://127.0.0.1:1",
                         models_dir=models_dir)

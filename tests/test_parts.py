@@ -130,10 +130,10 @@ def test_without_parts_one_chain(cpu_transcriber, long_wav):
 def test_a_job_stopped_mid_file_resumes_each_part(tmp_path, long_wav, in_parts, cpu_transcriber, monkeypatch):
     """The worker's job, stopped after a few windows (as on SIGTERM), leaves each part's resume point in
     the catalog; the next job goes on from there and ends with the segments of an uninterrupted run."""
-    from runner import catalog as m
-    from runner import jobs
-    from runner.status import Status
-    from runner.worker import JobInterrupted
+    from runner.catalog import models as m
+    from runner.queue import jobs
+    from runner.catalog.status import Status
+    from runner.queue.worker import JobInterrupted
     from tests.test_job_content_check import worker_job
 
     with worker_job(tmp_path, long_wav, "sonnets.wav", cpu_transcriber) as (_, data, catalog):

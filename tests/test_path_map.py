@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.config import Settings, map_path, sqlite_url_for
-from runner.db import Catalog
-from runner.outputs import output_dir_for
-from runner.status import Status
+from runner.catalog.db import Catalog
+from runner.catalog.outputs import output_dir_for
+from runner.catalog.status import Status
 from tests.test_faults import claim_redis_db
 from tests.test_runner_e2e import REPO, _env, cli, cli_cmd, copy_in
 

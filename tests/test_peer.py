@@ -1,4 +1,4 @@
-"""runner/peer.py: faster-whisper runs in a spawned process of its own, and a dead one is an error, not a hang."""
+"""bench/peer.py: faster-whisper runs in a spawned process of its own, and a dead one is an error, not a hang."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import signal
 
 import pytest
 
-from engine.evaluation import word_errors
-from runner.bench import PEER, PEER_BATCHED, BenchError, Item
-from runner.peer import PeerFailed, PeerProcess
+from bench.wer import word_errors
+from bench.items import BenchError, Item
+from bench.harness import PEER, PEER_BATCHED
+from bench.peer import PeerFailed, PeerProcess
 
 pytest.importorskip("faster_whisper")
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from runner import queue as q
-from runner.embedded_redis import EmbeddedRedis
+from runner.queue import jobqueue as q
+from runner.queue.embedded_redis import EmbeddedRedis
 
 
 @pytest.fixture
@@ -66,8 +66,8 @@ def test_a_burst_worker_waits_for_a_held_queue_then_works_it(tmp_path, shared_au
     import shutil
     import subprocess
 
-    from runner.db import Catalog
-    from runner.scanner import Scanner
+    from runner.catalog.db import Catalog
+    from runner.queue.scanner import Scanner
     from tests.test_runner_e2e import REPO, _env, cli_cmd, settle
 
     server = EmbeddedRedis(tmp_path / "redis")

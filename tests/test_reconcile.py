@@ -5,10 +5,10 @@ from __future__ import annotations
 from rq.executions import Execution
 
 from runner.config import sqlite_url_for
-from runner.db import Catalog
-from runner.embedded_redis import EmbeddedRedis
-from runner.queue import connect, enqueue, is_pending, job_queue
-from runner.reconcile import release_abandoned
+from runner.catalog.db import Catalog
+from runner.queue.embedded_redis import EmbeddedRedis
+from runner.queue.jobqueue import connect, enqueue, is_pending, job_queue
+from runner.catalog.reconcile import release_abandoned
 
 
 def test_a_job_being_taken_is_not_released(tmp_path):

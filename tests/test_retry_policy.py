@@ -9,16 +9,16 @@ import pytest
 
 from engine.errors import MediaError
 from engine.vad_pool import VadWorkerError
-from runner import catalog as m
-from runner import jobs
+from runner.catalog import models as m
+from runner.queue import jobs
 from runner.config import Settings, sqlite_url_for
-from runner.db import RUNAWAY_FACTOR, Catalog
-from runner.embedded_redis import EmbeddedRedis
-from runner.queue import connect, job_queue
-from runner.report import build_report, format_report
-from runner.scanner import Scanner
-from runner.submit import submit
-from runner.worker import JobInterrupted, ScriptoriumWorker, _worker
+from runner.catalog.db import RUNAWAY_FACTOR, Catalog
+from runner.queue.embedded_redis import EmbeddedRedis
+from runner.queue.jobqueue import connect, job_queue
+from runner.catalog.report import build_report, format_report
+from runner.queue.scanner import Scanner
+from runner.queue.submit import submit
+from runner.queue.worker import JobInterrupted, ScriptoriumWorker, _worker
 from tests.test_runner_e2e import copy_in
 
 
@@ -121,7 +121,7 @@ def test_the_job_timeout_comes_from_the_workers_measured_pace(rig, monkeypatch, 
     timeout from it (10x its pace, at least TIMEOUT_FLOOR_S)."""
     from rq import get_current_job
 
-    from runner.pace import MARGIN, TIMEOUT_FLOOR_S, Pace
+    from runner.queue.pace import MARGIN, TIMEOUT_FLOOR_S, Pace
 
     catalog, queue, media_id = rig
     seen = []

@@ -40,7 +40,7 @@ def _env() -> dict:
 
 
 def cli_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "runner.cli", *args]
+    return [sys.executable, "-m", "runner.commands.cli", *args]
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -12,14 +12,14 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.config import Settings, sqlite_url_for
-from runner.db import Catalog, alembic_config
+from runner.catalog.db import Catalog, alembic_config
 from runner.errors import RunnerError
-from runner.export import export_outputs
-from runner.outputs import output_dir_for, write_media_outputs
-from runner.queue import ForeignQueueError, claim_queue, owner_key
-from runner.status import Status
+from runner.catalog.export import export_outputs
+from runner.catalog.outputs import output_dir_for, write_media_outputs
+from runner.queue.jobqueue import ForeignQueueError, claim_queue, owner_key
+from runner.catalog.status import Status
 from tests.test_catalog import make_segment, pg_dsn, reset_pg_schema, start  # noqa: F401 - pg_dsn is a fixture
 from tests.test_faults import claim_redis_db
 from tests.test_runner_e2e import REPO, _env, cli, cli_cmd, copy_in

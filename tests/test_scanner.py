@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.config import sqlite_url_for
-from runner.db import Catalog
-from runner.scanner import Scanner, walk
-from runner.status import Status
+from runner.catalog.db import Catalog
+from runner.queue.scanner import Scanner, walk
+from runner.catalog.status import Status
 
 CLIPS = ("LDC93S1.wav", "speechbrain_spk2_snt2.wav", "1089-134691-0000.flac")
 

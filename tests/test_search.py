@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.errors import SearchError
-from runner.search import Hit, folder_pattern, plain_fts5_query, search
+from runner.catalog.search import Hit, folder_pattern, plain_fts5_query, search
 from tests.test_catalog import add_media, catalog, count, empty_db_url, make_segment, pg_dsn, start  # noqa: F401
 
 HOSTILE = [

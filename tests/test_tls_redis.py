@@ -18,11 +18,11 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.config import sqlite_url_for
-from runner.db import Catalog
-from runner.queue import QueueUnreachable, connect, job_id, job_queue, owner_key, shown_url
-from runner.status import Status
+from runner.catalog.db import Catalog
+from runner.queue.jobqueue import QueueUnreachable, connect, job_id, job_queue, owner_key, shown_url
+from runner.catalog.status import Status
 from tests.test_runner_e2e import check_outputs, cli, copy_in
 
 pytestmark = pytest.mark.slow

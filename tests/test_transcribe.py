@@ -51,9 +51,9 @@ SR = 16000
 # --------------------------------------------------------------------------- helpers
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """WER after Whisper's English normalizer (engine.evaluation, else jiwer directly)."""
+    """WER after Whisper's English normalizer (bench.wer, else jiwer directly)."""
     try:
-        from engine.evaluation import word_errors
+        from bench.wer import word_errors
     except ImportError:  # pragma: no cover - the engine's scorer is not there yet
         import jiwer
         from whisper_normalizer.english import EnglishTextNormalizer
@@ -354,7 +354,7 @@ def test_resume_after_window_1_equals_uninterrupted(cpu_transcriber, gb0_events,
 def test_video_container_matches_its_audio(cpu_transcriber, media_factory, clips, container):
     """jfk.flac muxed with a test-pattern video (mp4: AAC audio, mkv: the FLAC itself). AAC is lossy,
     so the mp4's words must match, not its punctuation (on an AMD AVX2 CPU it loses a comma)."""
-    from engine.evaluation import normalize
+    from bench.wer import normalize
 
     t = cpu_transcriber.transcribe(media_factory.get(container))
     flac = clips["jfk.flac"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.watch import Settler
+from runner.commands.watch import Settler
 from tests.conftest import run_ffmpeg
 from tests.test_runner_e2e import (REPO, SEGMENTS_SQL, _env, cli, cli_cmd, copy_in, kill_mentioning,
                                    processes_mentioning, sqlite_rows, wait_gone)
@@ -93,8 +93,8 @@ def catalog_rows(data: Path, sql: str, params: tuple = ()) -> list[tuple]:
 
 
 def searchable(data: Path, query: str, folder: Path) -> bool:
-    from runner.db import Catalog
-    from runner.search import search
+    from runner.catalog.db import Catalog
+    from runner.catalog.search import search
 
     with Catalog.open(f"sqlite:///{data / 'catalog.db'}", migrate=False) as catalog:
         return bool(search(catalog, query, folder=str(folder)))

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from runner import catalog as m
-from runner.status import Status
+from runner.catalog import models as m
+from runner.catalog.status import Status
 from tests.test_catalog import catalog, empty_db_url, pg_dsn  # noqa: F401 - fixtures for both backends
 from tests.test_runner_e2e import redis_db_url  # noqa: F401 - an empty local Redis database
 
@@ -86,9 +86,9 @@ def archive(tmp_path_factory, shared_audio_dir, cpu_transcriber, ffmpeg) -> Arch
     from engine.options import TranscribeOptions
     from runner.config import Settings
     from runner.config import sqlite_url_for
-    from runner.db import Catalog
-    from runner.jobs import WorkerContext, set_context, transcribe_media
-    from runner.scanner import Scanner
+    from runner.catalog.db import Catalog
+    from runner.queue.jobs import WorkerContext, set_context, transcribe_media
+    from runner.queue.scanner import Scanner
 
     base = tmp_path_factory.mktemp("web")
     root, outside, data = base / "archive", base / "outside", base / "data"
@@ -455,7 +455,7 @@ def _retry_with(archive, redis_url: str) -> tuple[str, str]:
 def test_retry_enqueues_when_a_redis_queue_is_given(archive, redis_db_url):  # noqa: F811
     from rq import Queue
 
-    from runner.queue import connect, job_id
+    from runner.queue.jobqueue import connect, job_id
 
     location, page = _retry_with(archive, redis_db_url)
     assert location == "/backlog?retried=1&enqueued=1"
@@ -480,7 +480,7 @@ def test_serve_command_listens_on_loopback(archive, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRIPTORIUM_")}
     # --data: serve keeps uploads and its embedded Redis (the /v1 API's queue) in a data folder
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "serve", "--db",
+    proc = subprocess.Popen([sys.executable, "-m", "runner.commands.cli", "serve", "--db",
                              archive.catalog.url.render_as_string(hide_password=False),
                              "--data", str(tmp_path / "data"), "--port", str(port)], cwd=REPO, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -508,7 +508,7 @@ def test_search_by_date_scanned_on_both_backends(catalog):
     """The date filter behind the search page, on SQLite and PostgreSQL: from inclusive, before exclusive, in UTC."""
     import datetime as dt
 
-    from runner.search import search
+    from runner.catalog.search import search
     from tests.test_catalog import MODEL, add_media, make_segment, start
 
     utc, plus2 = dt.timezone.utc, dt.timezone(dt.timedelta(hours=2))

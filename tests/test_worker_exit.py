@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.config import sqlite_url_for
-from runner.db import Catalog
+from runner.catalog.db import Catalog
 
-from runner.embedded_redis import EmbeddedRedis
-from runner.queue import connect, job_queue
-from runner.worker import ScriptoriumWorker, ThreadWorker, _worker, _work_in_threads
+from runner.queue.embedded_redis import EmbeddedRedis
+from runner.queue.jobqueue import connect, job_queue
+from runner.queue.worker import ScriptoriumWorker, ThreadWorker, _worker, _work_in_threads
 
 EXIT_LIMIT_S = 2.0
 
@@ -82,7 +82,7 @@ def test_worker_command_exits_within_two_seconds_of_its_last_file(tmp_path, ffmp
     os.utime(wav, (old, old))
     data = tmp_path / "D"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cli = [sys.executable, "-m", "runner.cli"]
+    cli = [sys.executable, "-m", "runner.commands.cli"]
     subprocess.run([*cli, "scan", str(folder), "--data", str(data)], check=True, env=env, capture_output=True)
     proc = subprocess.run([*cli, "worker", "--batch", "8", "--burst", "--data", str(data)], env=env,
                           capture_output=True, text=True, timeout=120)

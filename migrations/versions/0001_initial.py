@@ -21,7 +21,7 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-STATUS = sa.String(length=16)  # runner.status.Status values, stored as plain strings
+STATUS = sa.String(length=16)  # runner.catalog.status.Status values, stored as plain strings
 TIMESTAMP = sa.DateTime(timezone=True)
 
 SQLITE_FTS = (

@@ -10,7 +10,7 @@ import logging
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
-from runner.queue import connect, job_queue
+from runner.queue.jobqueue import connect, job_queue
 from runner.web import api_jobs, api_openai
 from runner.web.api_store import settle_jobs
 from runner.web.uploads import remove_stale_partials

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from engine.writers import write_srt, write_txt, write_vtt
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.web.api_errors import ApiError
 from runner.web.api_store import media_of
 from runner.web.api_submit import options_from, require_workers, submit_upload

@@ -9,9 +9,9 @@ import uuid
 from sqlalchemy import case, select
 
 from engine.constants import SAMPLE_RATE
-from runner import catalog as m
-from runner.db import Catalog
-from runner.status import Status
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
+from runner.catalog.status import Status
 
 FINAL = (Status.done, Status.failed)
 FORMATS = ("json", "srt", "vtt", "txt")

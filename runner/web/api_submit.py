@@ -15,13 +15,13 @@ from sqlalchemy import delete, select, update
 
 from engine.options import DEFAULT_TEMPERATURES, TranscribeOptions
 from engine.writers import safe_stem
-from runner import catalog as m
-from runner.db import Catalog
-from runner.queue import is_pending, job_id as queue_job_id
-from runner.reconcile import worker_dead
-from runner.scanner import SETTLE_SECONDS, Scanner
-from runner.status import Status
-from runner.submit import submit as queue_files
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
+from runner.queue.jobqueue import is_pending, job_id as queue_job_id
+from runner.catalog.reconcile import worker_dead
+from runner.queue.scanner import SETTLE_SECONDS, Scanner
+from runner.catalog.status import Status
+from runner.queue.submit import submit as queue_files
 from runner.web.api_config import ApiConfig
 from runner.web.api_errors import ApiError
 from runner.web.api_store import create_job, new_job_id

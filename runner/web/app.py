@@ -15,7 +15,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from runner.db import Catalog
+from runner.catalog.db import Catalog
 from runner.web import routes_backlog, routes_media, routes_search
 from runner.web.api_config import ApiConfig
 from runner.web.api_errors import ApiError, api_error_handler, error_response

@@ -11,10 +11,10 @@ from pathlib import Path
 from markupsafe import Markup, escape
 from sqlalchemy import select
 
-from runner import catalog as m
-from runner.db import Catalog
-from runner.search import MARK_CLOSE, MARK_OPEN, Hit
-from runner.status import Status
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
+from runner.catalog.search import MARK_CLOSE, MARK_OPEN, Hit
+from runner.catalog.status import Status
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ogv", ".mpg", ".mpeg", ".wmv", ".flv",
                   ".3gp", ".ts", ".mts"}

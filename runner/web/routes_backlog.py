@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from runner import catalog as m
-from runner.export import failed_to_queued
-from runner.report import build_report
+from runner.catalog import models as m
+from runner.catalog.export import failed_to_queued
+from runner.catalog.report import build_report
 from runner.web.queries import chart, failed_files, throughput_series
 
 
@@ -55,8 +55,8 @@ def retry(request: Request) -> Response:
 
 
 def _enqueue(catalog, config, ids) -> None:
-    from runner.queue import connect, job_queue
-    from runner.submit import resubmit
+    from runner.queue.jobqueue import connect, job_queue
+    from runner.queue.submit import resubmit
 
     resubmit(catalog, job_queue(connect(config.redis_url), config.queue_name), [i for i, _ in ids])
 

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runner.errors import SearchError
-from runner.search import search as run_search
+from runner.catalog.search import search as run_search
 from runner.web.queries import filter_choices, group_hits, marked_html, recent_files
 
 LIMIT = 100

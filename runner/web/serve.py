@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from runner.config import Settings
-from runner.embedded_redis import ensure_redis
+from runner.queue.embedded_redis import ensure_redis
 from runner.web.auth import check_bind
 
 
@@ -38,9 +38,9 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     """Serve until interrupted; refuses a non-loopback address without a token before starting anything."""
     import uvicorn
 
-    from runner.db import Catalog
-    from runner.pool import plan_pool, start_pool, stop_pool
-    from runner.queue import claim_queue, connect
+    from runner.catalog.db import Catalog
+    from runner.queue.pool import plan_pool, start_pool, stop_pool
+    from runner.queue.jobqueue import claim_queue, connect
     from runner.web.api_config import DEFAULT_MAX_UPLOAD, ApiConfig
     from runner.web.app import create_app
 

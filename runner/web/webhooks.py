@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, update
 from starlette.concurrency import run_in_threadpool
 
-from runner import catalog as m
-from runner.db import Catalog
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
 from runner.web.api_config import WebhookPolicy
 from runner.web.api_errors import ApiError
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from sqlalchemy import select
 
 from engine.writers import FORMATS, MAX_STEM_BYTES, safe_stem, write_outputs
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.config import Settings
-from runner.db import Catalog
+from runner.catalog.db import Catalog
 from runner.errors import RunnerError
-from runner.status import Status
+from runner.catalog.status import Status
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from engine.options import TranscribeOptions
 from engine.vad_pool import VadWorkerError
 from sqlalchemy import exc as sa_exc
 
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.config import Settings
-from runner.db import Catalog
+from runner.catalog.db import Catalog
 from runner.errors import JobInterrupted, RunnerError, Superseded
-from runner.fingerprint import file_hash
-from runner.outputs import write_media_outputs
-from runner.status import Status
+from runner.catalog.fingerprint import file_hash
+from runner.catalog.outputs import write_media_outputs
+from runner.catalog.status import Status
 
 log = logging.getLogger(__name__)
 CATALOG_WAIT_S = 300.0  # a job waits this long for an unreachable catalog (restart, long lock) to come back

@@ -1,4 +1,4 @@
-"""`scriptorium doctor`: the click command over runner.doctor (registered in runner.cli)."""
+"""`scriptorium doctor`: the click command over runner.catalog.doctor (registered in runner.commands.cli)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 
 
 def _data_options(func):
-    """--data, --db, --redis as every catalog command has them (runner.cli imports this module: no cycle)."""
+    """--data, --db, --redis as every catalog command has them (runner.commands.cli imports this module: no cycle)."""
     func = click.option("--data", type=click.Path(file_okay=False), default=None, envvar="SCRIPTORIUM_DATA",
                         help="Data folder (default ./scriptorium-data): catalog.db, outputs/, redis/.")(func)
     func = click.option("--db", default=None, envvar="SCRIPTORIUM_DB",
@@ -40,9 +40,9 @@ def doctor(data, db, redis_url, outputs, repair, as_json):
     import json
 
     from runner.config import Settings
-    from runner.db import Catalog
-    from runner.doctor import diagnose
-    from runner.embedded_redis import ensure_redis
+    from runner.catalog.db import Catalog
+    from runner.catalog.doctor import diagnose
+    from runner.queue.embedded_redis import ensure_redis
 
     settings = Settings.resolve(data, db, redis_url, outputs=outputs)
     settings, embedded = ensure_redis(settings)

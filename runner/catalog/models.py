@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from runner.status import Status
+from runner.catalog.status import Status
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

@@ -15,9 +15,9 @@ from pathlib import Path
 from engine.models import resolve_model
 from engine.options import TranscribeOptions
 from runner.config import Settings
-from runner.embedded_redis import ensure_redis
-from runner.pool import PoolPlan, plan_pool, start_pool, stop_pool
-from runner.queue import claim_queue, connect, held, job_queue
+from runner.queue.embedded_redis import ensure_redis
+from runner.queue.pool import PoolPlan, plan_pool, start_pool, stop_pool
+from runner.queue.jobqueue import claim_queue, connect, held, job_queue
 
 SETTLE_WAIT_S = 600.0  # how long `run` waits for files still being written before it leaves them
 
@@ -45,11 +45,11 @@ def _run(settings: Settings, paths: list[Path], plan: PoolPlan, model: str | Non
             pool = start_pool(settings, plan, model)
             try:
                 # imported here, while the workers start (see the module docstring)
-                from runner.db import Catalog
-                from runner.reconcile import requeue_orphans
-                from runner.run_progress import summarize, watch
-                from runner.scanner import Scanner
-                from runner.submit import submit
+                from runner.catalog.db import Catalog
+                from runner.catalog.reconcile import requeue_orphans
+                from runner.commands.run_progress import summarize, watch
+                from runner.queue.scanner import Scanner
+                from runner.queue.submit import submit
 
                 catalog = stack.enter_context(contextlib.closing(Catalog.open(settings.db_url)))
                 claim_queue(queue.connection, settings.queue_name, catalog.identity(),
@@ -81,8 +81,8 @@ def _run(settings: Settings, paths: list[Path], plan: PoolPlan, model: str | Non
 def _take_settled(scanner, summary, catalog, queue, options: TranscribeOptions, model: str | None,
                   wait: float) -> None:
     """Queue the files still being written once each has settled (waiting up to `wait` s)."""
-    from runner.scanner import SETTLE_SECONDS
-    from runner.submit import submit
+    from runner.queue.scanner import SETTLE_SECONDS
+    from runner.queue.submit import submit
 
     print(f"waiting for {summary.busy} file(s) still being written (no change for "
           f"{SETTLE_SECONDS:.0f} s counts as complete)", file=sys.stderr)

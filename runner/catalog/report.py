@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from runner import catalog as m
-from runner.db import Catalog
-from runner.reconcile import DEAD_AFTER_S
-from runner.status import Status
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
+from runner.catalog.reconcile import DEAD_AFTER_S
+from runner.catalog.status import Status
 
 
 @dataclass(frozen=True)

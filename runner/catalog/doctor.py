@@ -30,15 +30,15 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import delete, func, select
 
 from engine.writers import FORMATS, safe_stem
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.config import Settings
-from runner.db import Catalog
+from runner.catalog.db import Catalog
 from runner.errors import RunnerError
-from runner.outputs import output_dir_for, output_stem, write_media_outputs
-from runner.queue import is_pending, job_id, queue_owner
-from runner.reconcile import worker_dead
-from runner.status import Status
-from runner.submit import resubmit
+from runner.catalog.outputs import output_dir_for, output_stem, write_media_outputs
+from runner.queue.jobqueue import is_pending, job_id, queue_owner
+from runner.catalog.reconcile import worker_dead
+from runner.catalog.status import Status
+from runner.queue.submit import resubmit
 
 DELETED = "file deleted from the archive"
 DELETED_MARKS = ("file deleted",)  # DELETED, and the worker's "file deleted after scan"
@@ -261,7 +261,7 @@ class Doctor:
 
     def _rescan(self, row: _Media) -> str:
         """Scan the one file again (as `scan` would) and queue it; its scan root stays."""
-        from runner.scanner import Scanner
+        from runner.queue.scanner import Scanner
 
         if self.queue is None:
             raise RunnerError("the queue is unreachable")
@@ -384,7 +384,7 @@ def diagnose(catalog: Catalog, settings: Settings, redis_url: str | None, repair
     """Check (and with `repair`, fix) the catalog against the queue at `redis_url` and the output files."""
     import redis
 
-    from runner.queue import QueueUnreachable, connect, job_queue, shown_url
+    from runner.queue.jobqueue import QueueUnreachable, connect, job_queue, shown_url
 
     queue, error = None, None
     if redis_url:

@@ -10,9 +10,9 @@ from rq import Queue
 from sqlalchemy import select, update
 
 from engine.options import TranscribeOptions
-from runner import catalog as m
-from runner.db import Catalog
-from runner.queue import enqueue
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
+from runner.queue.jobqueue import enqueue
 
 CHUNK = 500  # ids per statement: well under SQLite's bound-parameter limit
 

@@ -46,7 +46,7 @@ def worker_command(settings: Settings, compute: str, threads: int, model: str | 
                    burst: bool = True) -> list[str]:
     """A `scriptorium worker` command line for these settings. The catalog and Redis URLs are not on
     it (`ps` shows every user the arguments, passwords included): see worker_env."""
-    cmd = [sys.executable, "-m", "runner.cli", "worker", "--data", str(settings.data_dir), "--compute", compute,
+    cmd = [sys.executable, "-m", "runner.commands.cli", "worker", "--data", str(settings.data_dir), "--compute", compute,
            "--threads", str(threads), "--outputs", settings.outputs, "--batch", str(batch)]
     cmd += ["--burst"] if burst else []
     cmd += ["--model", model] if model else []

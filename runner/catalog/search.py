@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from runner.catalog import TEXT_SEARCH_CONFIG, UTCDateTime
-from runner.db import Catalog
+from runner.catalog.models import TEXT_SEARCH_CONFIG, UTCDateTime
+from runner.catalog.db import Catalog
 from runner.errors import SearchError
-from runner.status import Status
+from runner.catalog.status import Status
 
 MARK_OPEN, MARK_CLOSE = "[", "]"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from runner import catalog as m
-from runner.db import Catalog
-from runner.status import Status
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
+from runner.catalog.status import Status
 
 POLL_S = 1.0  # the catalog is asked this often
 LAG = dt.timedelta(seconds=30)  # rows are looked at this far back: a commit lands after its updated_at

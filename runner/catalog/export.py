@@ -6,11 +6,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from runner import catalog as m
-from runner.db import Catalog
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
 from runner.errors import RunnerError
-from runner.outputs import write_media_outputs
-from runner.status import Status
+from runner.catalog.outputs import write_media_outputs
+from runner.catalog.status import Status
 
 
 def _under(path: str, roots: list[Path]) -> bool:

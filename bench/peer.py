@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from runner.bench import PEER, PEER_BATCHED, BenchError, FileResult, Item, Runner, _text, peer_available
+from bench.items import BenchError, Item
+from bench.harness import PEER, PEER_BATCHED, FileResult, Runner, _text, peer_available
 
 
 class PeerFailed(Exception):

@@ -143,7 +143,7 @@ def transcribe(files, model, compute, threads, options, fmt, output_dir, batch):
         scriptorium transcribe talk.mp3 lecture.mp4 --format srt -o subs/
     """
     from engine.api import Transcriber
-    from runner.transcribe_cmd import resolve_formats, transcribe_files
+    from runner.commands.transcribe_cmd import resolve_formats, transcribe_files
 
     check_task(options, model)
     transcriber = Transcriber(model=model, compute=compute, threads=threads)
@@ -175,7 +175,7 @@ def check_task(options, model: str | None, models_dir=None) -> None:
 
 def batch_option(func):
     """--batch: files decoded together in one worker process."""
-    from runner.pool import DEFAULT_BATCH
+    from runner.queue.pool import DEFAULT_BATCH
 
     return click.option("--batch", type=int, default=DEFAULT_BATCH, show_default=True,
                         help="Files decoded together in one worker process (jobs run in 2 x N threads; "
@@ -214,14 +214,14 @@ def _settings(data, db, redis_url, **kw):
 
 
 def _catalog(settings):
-    from runner.db import Catalog
+    from runner.catalog.db import Catalog
 
     return Catalog.open(settings.db_url)
 
 
 def _claimed_queue(settings, catalog):
     """The job queue, refused if it already serves another catalog."""
-    from runner.queue import claim_queue, connect, job_queue
+    from runner.queue.jobqueue import claim_queue, connect, job_queue
 
     queue = job_queue(connect(settings.redis_url), settings.queue_name)
     claim_queue(queue.connection, settings.queue_name, catalog.identity(),
@@ -231,7 +231,7 @@ def _claimed_queue(settings, catalog):
 
 def _redis_or_embedded(settings):
     """The configured Redis, or the embedded one under DATA (started if needed)."""
-    from runner.embedded_redis import ensure_redis
+    from runner.queue.embedded_redis import ensure_redis
 
     return ensure_redis(settings)
 
@@ -264,7 +264,7 @@ def run(paths, data, db, redis_url, model, compute, threads, options, workers, b
 
         scriptorium run ~/podcasts --data ~/archive-data
     """
-    from runner.run import run as run_all
+    from runner.commands.run import run as run_all
 
     settings = _settings(data, db, redis_url, outputs=outputs, overwrite=overwrite)
     check_task(options, model, settings.models_dir)
@@ -301,8 +301,8 @@ def watch(folders, data, db, redis_url, model, compute, threads, options, worker
 
         scriptorium watch ~/podcasts ~/recordings --data ~/archive-data
     """
-    from runner.pool import plan_pool
-    from runner.watch import WatchOptions, watch as watch_folders
+    from runner.queue.pool import plan_pool
+    from runner.commands.watch import WatchOptions, watch as watch_folders
 
     try:
         wopts = WatchOptions(rescan_s=rescan_s, settle_s=settle_s, poll=poll)
@@ -339,9 +339,9 @@ def scan(paths, data, db, redis_url, model, options, no_queue):
         scriptorium scan /mnt/archive --redis redis://queue-host:6379/0 --db postgresql://...
     """
     from engine.models import resolve_model
-    from runner.outputs import write_pending
-    from runner.scanner import Scanner
-    from runner.submit import submit
+    from runner.catalog.outputs import write_pending
+    from runner.queue.scanner import Scanner
+    from runner.queue.submit import submit
 
     settings = _settings(data, db, redis_url)
     check_task(options, model, settings.models_dir)
@@ -379,7 +379,7 @@ def worker(data, db, redis_url, model, compute, threads, burst, outputs, overwri
         scriptorium worker --compute gpu --redis redis://queue-host:6379/0 --db postgresql://...
     """
     from engine.backends import check_compute
-    from runner.worker import run_worker
+    from runner.queue.worker import run_worker
 
     check_compute(compute)  # a kind this machine lacks is refused before anything starts
     settings = _settings(data, db, redis_url, outputs=outputs, path_map=path_map, overwrite=overwrite)
@@ -418,7 +418,7 @@ def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, model, outputs, o
     """
     import os
 
-    from runner.pool import PoolPlan, start_pool
+    from runner.queue.pool import PoolPlan, start_pool
 
     settings = _settings(data, db, redis_url, outputs=outputs, path_map=path_map, overwrite=overwrite)
     settings, embedded = _redis_or_embedded(settings)
@@ -445,7 +445,7 @@ def status(data, db, redis_url, as_json):
     """
     import json
 
-    from runner.report import build_report, format_report
+    from runner.catalog.report import build_report, format_report
 
     settings = _settings(data, db, redis_url)
     report = build_report(_catalog(settings), max_attempts=settings.max_attempts)
@@ -470,7 +470,7 @@ def search(query, data, db, redis_url, limit, folder, model, raw, as_json):
     import dataclasses
     import json
 
-    from runner.search import search as run_search
+    from runner.catalog.search import search as run_search
 
     hits = run_search(_catalog(_settings(data, db, redis_url)), query, limit=limit, folder=folder, model=model,
                       raw=raw)
@@ -504,8 +504,8 @@ def export(paths, data, db, redis_url, fmt, output_dir, overwrite):
 
         scriptorium export ~/podcasts/2024 --format srt -o ~/subs
     """
-    from runner.export import export_outputs
-    from runner.transcribe_cmd import resolve_formats
+    from runner.catalog.export import export_outputs
+    from runner.commands.transcribe_cmd import resolve_formats
 
     settings = _settings(data, db, redis_url)
     count = export_outputs(_catalog(settings), Path(output_dir), resolve_formats(fmt), [Path(p) for p in paths],
@@ -522,8 +522,8 @@ def retry(data, db, redis_url):
 
         scriptorium retry
     """
-    from runner.export import failed_to_queued
-    from runner.submit import resubmit
+    from runner.catalog.export import failed_to_queued
+    from runner.queue.submit import resubmit
 
     settings = _settings(data, db, redis_url)
     catalog = _catalog(settings)
@@ -553,7 +553,7 @@ def upgrade(data, db, redis_url):
 
         scriptorium db upgrade --db postgresql://scriptorium@db-host/scriptorium
     """
-    from runner.db import upgrade as do_upgrade
+    from runner.catalog.db import upgrade as do_upgrade
 
     do_upgrade(_settings(data, db, redis_url).db_url)
     click.echo("catalog at head")
@@ -568,17 +568,17 @@ def check(data, db, redis_url):
 
         scriptorium db check
     """
-    from runner.db import check as do_check
+    from runner.catalog.db import check as do_check
 
     do_check(_settings(data, db, redis_url).db_url)
     click.echo("catalog schema matches the code")
 
 
-from runner.models_cmd import models  # noqa: E402 - registered after the other commands
+from runner.commands.models_cmd import models  # noqa: E402 - registered after the other commands
 
 main.add_command(models)
 
-from runner.convert_cmd import convert  # noqa: E402
+from runner.commands.convert_cmd import convert  # noqa: E402
 
 models.add_command(convert)
 
@@ -629,12 +629,12 @@ def serve(data, db, redis_url, host, port, token, workers, model, compute, max_u
         webhook_secret=webhook_secret, wait_timeout=wait_timeout, roots=tuple(Path(r) for r in roots)))
 
 
-from runner.bench_cmd import bench, eval_  # noqa: E402 - registered after the core commands
+from bench.commands import bench, eval_  # noqa: E402 - registered after the core commands
 
 main.add_command(bench)
 main.add_command(eval_)
 
-from runner.doctor_cmd import doctor  # noqa: E402
+from runner.commands.doctor_cmd import doctor  # noqa: E402
 
 main.add_command(doctor)
 

@@ -13,11 +13,11 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
-from runner import catalog as m
-from runner.db import Catalog
-from runner.queue import is_pending
-from runner.submit import resubmit
-from runner.status import Status
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
+from runner.queue.jobqueue import is_pending
+from runner.queue.submit import resubmit
+from runner.catalog.status import Status
 
 log = logging.getLogger(__name__)
 DEAD_AFTER_S = 60.0
@@ -76,7 +76,7 @@ def release_abandoned(catalog: Catalog, queue: Queue) -> int:
 
 def requeue_orphans(catalog: Catalog, queue: Queue) -> int:
     """Enqueue every queued or running file that has no live job, with the options and model its
-    job asked for (recorded by runner.submit); returns how many."""
+    job asked for (recorded by runner.queue.submit); returns how many."""
     release_abandoned(catalog, queue)
     with catalog.read() as session:
         ids = session.scalars(select(m.MediaFile.id)

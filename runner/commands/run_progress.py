@@ -9,9 +9,9 @@ import time
 from sqlalchemy import func, select
 from tqdm import tqdm
 
-from runner import catalog as m
-from runner.db import Catalog
-from runner.status import Status
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
+from runner.catalog.status import Status
 
 
 def _progress(catalog: Catalog, ids: list[int]) -> tuple[float, float]:
@@ -55,7 +55,7 @@ def watch(catalog: Catalog, ids: list[int], pool: list[subprocess.Popen], tty: b
 
 def summarize(catalog: Catalog, ids: list[int], wall: float, scan=None) -> int:
     """Print the run's summary line (and each failed file); the exit code: 1 if any file failed or is
-    unfinished, or the scan (a runner.scanner.ScanSummary) found media it could not take (see explain)."""
+    unfinished, or the scan (a runner.queue.scanner.ScanSummary) found media it could not take (see explain)."""
     with catalog.read() as session:
         rows = session.execute(select(m.MediaFile.path, m.MediaFile.status, m.MediaFile.error, m.MediaFile.duration)
                                .where(m.MediaFile.id.in_(ids))).all() if ids else []

@@ -19,7 +19,7 @@ from rq.serializers import JSONSerializer
 
 from runner.errors import RunnerError
 
-JOB_FUNC = "runner.jobs.transcribe_media"
+JOB_FUNC = "runner.queue.jobs.transcribe_media"
 MIN_TIMEOUT_S = 600
 TIMEOUT_PER_AUDIO_SECOND = 2.0  # generous: a slow CPU worker runs tiny.en at 10x real time or better
 
@@ -92,7 +92,7 @@ def job_id(media_id: int) -> str:
 
 def job_timeout(duration: float | None) -> int:
     """Seconds a job may run before a worker takes it (its worker then sets it from its measured
-    pace, runner.pace); this one only bounds rq's bookkeeping of a job nobody runs."""
+    pace, runner.queue.pace); this one only bounds rq's bookkeeping of a job nobody runs."""
     return int(max(MIN_TIMEOUT_S, (duration or 0) * TIMEOUT_PER_AUDIO_SECOND))
 
 

@@ -15,10 +15,10 @@ from tqdm import tqdm
 
 from engine.audio import probe
 from engine.errors import MediaError
-from runner import catalog as m
-from runner.db import Catalog
-from runner.fingerprint import file_hash
-from runner.status import Status
+from runner.catalog import models as m
+from runner.catalog.db import Catalog
+from runner.catalog.fingerprint import file_hash
+from runner.catalog.status import Status
 
 log = logging.getLogger(__name__)
 SETTLE_SECONDS = 2.0  # a file modified more recently than this may still be being written

@@ -25,9 +25,9 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 import migrations
 from engine.constants import WINDOW_STRIDE
 from engine.results import Segment, TranscriptInfo, Word
-from runner import catalog as m
+from runner.catalog import models as m
 from runner.errors import CatalogError, Superseded
-from runner.status import Status
+from runner.catalog.status import Status
 
 # __path__, not __file__: an editable install made before migrations/ had an __init__ sees a namespace.
 MIGRATIONS_DIR = next(Path(p).resolve() for p in migrations.__path__ if (Path(p) / "env.py").is_file())

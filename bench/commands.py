@@ -11,10 +11,10 @@ import click
 
 from engine.backends.ctranslate2_backend import default_replicas
 from engine.errors import ScriptoriumError
-from runner.bench import (PEER, BenchError, bench_data, effective_threads, eval_data, eval_side, folder_items,
-                          format_bench, format_eval, markdown_report, peer_available, read_manifest,
-                          scriptorium_runner, timed)
-from runner.peer import PeerProcess
+from bench.items import BenchError, folder_items, read_manifest
+from bench.harness import (PEER, bench_data, effective_threads, eval_data, eval_side, format_bench, format_eval,
+                           markdown_report, peer_available, scriptorium_runner, timed)
+from bench.peer import PeerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIO = REPO_ROOT.parent / "shared" / "audio"
@@ -132,7 +132,7 @@ def _engine(model, backend_name, compute, threads, compute_type, beam_size, batc
     from engine.api import Transcriber
     from engine.models import resolve_model
     from engine.options import TranscribeOptions
-    from runner.bench import peer_device
+    from bench.harness import peer_device
 
     spec = resolve_model(model)
     if backend_name == PEER:

@@ -25,17 +25,17 @@ from engine.models import resolve_model
 from engine.options import TranscribeOptions
 from engine.scheduling import LOOKAHEAD
 from engine.vad_pool import shared_pool
-from runner import catalog as m
-from runner import jobs
+from runner.catalog import models as m
+from runner.queue import jobs
 from runner.config import Settings
-from runner.db import Catalog
+from runner.catalog.db import Catalog
 from runner.errors import JobInterrupted, RunnerError  # noqa: F401 - JobInterrupted: its old home
-from runner.outputs import write_pending
-from runner.pace import Pace
-from runner.queue import claim_queue, connect, is_pending, job_queue, wait_while_held
-from runner.reconcile import requeue_orphans
-from runner.status import Status
-from runner.submit import resubmit
+from runner.catalog.outputs import write_pending
+from runner.queue.pace import Pace
+from runner.queue.jobqueue import claim_queue, connect, is_pending, job_queue, wait_while_held
+from runner.catalog.reconcile import requeue_orphans
+from runner.catalog.status import Status
+from runner.queue.submit import resubmit
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 10.0

@@ -22,8 +22,8 @@ from typing import Iterator
 
 from runner.config import Settings
 from runner.errors import RunnerError
-from runner.pool import PoolPlan, start_pool, stop_pool
-from runner.scanner import SETTLE_SECONDS, Scanner, walk
+from runner.queue.pool import PoolPlan, start_pool, stop_pool
+from runner.queue.scanner import SETTLE_SECONDS, Scanner, walk
 
 TICK_S = 0.25  # how often the loop looks at events, settled files, workers and the catalog
 EARLY_EXIT_S = 30.0  # a worker that exits sooner than this after its start is broken, not unlucky
@@ -107,7 +107,7 @@ def watch(settings: Settings, roots: list[Path], plan: PoolPlan, model: str | No
           wopts: WatchOptions = WatchOptions()) -> int:
     """Scan `roots`, then transcribe every new or changed file as it settles, until SIGTERM or SIGINT
     (then stop the workers between windows and return 0)."""
-    from runner.embedded_redis import ensure_redis
+    from runner.queue.embedded_redis import ensure_redis
 
     roots = _check_roots(settings, roots)
     stop = threading.Event()
@@ -158,11 +158,11 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def _watch(settings: Settings, roots: list[Path], plan: PoolPlan, model: str | None, options: dict,
            wopts: WatchOptions, stop: threading.Event) -> int:
     from engine.models import resolve_model
-    from runner.db import Catalog
-    from runner.queue import claim_queue, connect, job_queue
-    from runner.reconcile import requeue_orphans
-    from runner.submit import submit
-    from runner.watch_progress import Progress
+    from runner.catalog.db import Catalog
+    from runner.queue.jobqueue import claim_queue, connect, job_queue
+    from runner.catalog.reconcile import requeue_orphans
+    from runner.queue.submit import submit
+    from runner.commands.watch_progress import Progress
 
     model_hash = resolve_model(model, settings.models_dir).sha256
     queue = job_queue(connect(settings.redis_url), settings.queue_name)
