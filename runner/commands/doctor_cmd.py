@@ -1,4 +1,4 @@
-"""`scriptorium doctor`: the click command over runner.catalog.doctor (registered in runner.commands.cli)."""
+"""`scriptorium doctor`: the click command over runner.catalog.doctor ."""
 
 from __future__ import annotations
 
@@ -6,21 +6,11 @@ import sys
 
 import click
 
-
-def _data_options(func):
-    """--data, --db, --redis as every catalog command has them (runner.commands.cli imports this module: no cycle)."""
-    func = click.option("--data", type=click.Path(file_okay=False), default=None, envvar="SCRIPTORIUM_DATA",
-                        help="Data folder (default ./scriptorium-data): catalog.db, outputs/, redis/.")(func)
-    func = click.option("--db", default=None, envvar="SCRIPTORIUM_DB",
-                        help="Catalog SQLAlchemy URL (default: SQLite in the data folder).")(func)
-    func = click.option("--redis", "redis_url", default=None, envvar="SCRIPTORIUM_REDIS",
-                        help="Redis URL (redis://, rediss://, unix://); default: the embedded Redis of the data "
-                             "folder.")(func)
-    return func
+from runner.commands.common import data_options
 
 
 @click.command()
-@_data_options
+@data_options
 @click.option("--outputs", type=click.Choice(["data", "beside"]), default="data", show_default=True,
               help="Where the outputs were written: under DATA/outputs/ or next to each media file.")
 @click.option("--repair", is_flag=True, help="Fix what is safe to fix, and say what was done.")
