@@ -74,18 +74,9 @@ class TranscribeOptions:
     word_timestamps: bool = True
     vad: bool = True  # skip non-speech and trim segments to speech
     vad_threshold: float = 0.5
-    # Silero's hysteresis (its get_speech_timestamps default): speech goes on while the probability
-    # stays above vad_threshold - this. Four 30-minute mixes 4.97% -> 4.86% WER; 70 errors against 71
-    # on the 36 scored files
-    vad_hysteresis: float = 0.15
-    # silences at least this long are cut out of windows (s). 2 s cut too often (WER 7.5% vs 5.2%); 3 s
-    # still cut soft speech the VAD half hears (17 words of mfa_cold_corpus in one 30-minute mix): four
-    # mixes 5.10% -> 4.97% at 5 s, no slower
-    min_silence: float = 5.0
-    # kept around each speech region (s). 0.4 started short clips too close to their first word: on the
-    # 36 scored files 76 errors against 70 at 1.0 (faster-whisper, no VAD: 69); four 30-minute mixes
-    # 5.28% -> 4.90% WER, 3% slower
-    speech_pad: float = 1.0
+    vad_hysteresis: float = 0.15  # speech lasts while above vad_threshold - this: soft frames count (docs/design.md)
+    min_silence: float = 5.0  # silences this long (s) are cut out; 3 s cut soft speech (docs/design.md)
+    speech_pad: float = 1.0  # around speech (s); 0.4 started clips too near their first word (docs/design.md)
     # A file at least twice this long (s) is decoded as up to 8 parts cut at pauses, chains of windows
     # that batch with each other (engine.parts); None: one chain, the previous text never broken.
     part_seconds: float | None = 180.0
