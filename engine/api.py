@@ -14,7 +14,9 @@ from engine.errors import ModelError
 from engine.models import ModelSpec, resolve_model
 from engine.options import TranscribeOptions
 from engine.results import Segment, TranscriptInfo, in_order
+from engine.scheduling import LOOKAHEAD
 from engine.tokenizer import Tokenizer
+from engine.window_server import WindowServer, run_tasks
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,15 @@ class Transcriber:
 
     def stream(self, tasks: Iterable[FileTask], options: TranscribeOptions | None = None,
                batch_size: int = 1) -> Iterator[Event]:
-        """Events (window done, file done, file failed) for many files decoded together."""
+        """Events (window done, file done, file failed) for many files decoded together: LOOKAHEAD x
+        batch_size files in flight, `tasks` pulled lazily as they finish; closing the iterator ends their readers."""
         options = options or TranscribeOptions()
         batcher = BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options, batch_size)
-        return batcher.run(tasks)
+        return run_tasks(batcher, tasks, batch_size * LOOKAHEAD)
 
     def window_server(self, options: TranscribeOptions | None = None, batch_size: int = 8):
         """A server that batches the windows of files transcribed from many threads (with `options`
         unless a file's stream() gives its own)."""
-        from engine.window_server import WindowServer
-
         options = options or TranscribeOptions()
         return WindowServer(BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options,
                                              batch_size))

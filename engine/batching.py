@@ -1,6 +1,7 @@
 """Continuous batching across files: each model call encodes and decodes the current windows of
 several files in flight together; a finished file frees its slot at once. Sequential decoding is
-this with a batch of one, not a second copy of the loop. engine.window_server schedules the calls.
+this with a batch of one, not a second copy of the loop. engine.window_server schedules the calls
+(its run_tasks runs an iterable of tasks); this module knows nothing of it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -21,7 +22,6 @@ from engine.errors import MediaError
 from engine.language import detect_language
 from engine.options import TranscribeOptions
 from engine.parts import Span, plan
-from engine.scheduling import LOOKAHEAD
 from engine.results import Segment
 from engine.timing import words_from_alignment
 from engine.tokenizer import Tokenizer
@@ -158,15 +158,6 @@ class BatchTranscriber:
             return self
         tokenizer = self.tokenizer.with_task(options.task, options.language or "en")
         return BatchTranscriber(self.backend, tokenizer, self.n_mels, options, self.batch_size)
-
-    def run(self, tasks: Iterable[FileTask]) -> Iterator[Event]:
-        """Yield events as windows finish; `tasks` is pulled lazily as files finish.
-
-        LOOKAHEAD x batch_size files are in flight; closing the iterator ends their readers.
-        """
-        from engine.window_server import run_tasks  # the scheduler builds on this class
-
-        return run_tasks(self, tasks, self.batch_size * LOOKAHEAD)
 
     def plan(self, task: FileTask) -> FileTask:
         """A fresh task cut into parts when its file is long enough (engine.parts), else itself.

@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from engine.silero import LocalFrames, preload
+
 OP_PROCESS, OP_FINISH, OP_DROP = 1, 2, 3
 _REQUEST, _COUNT = struct.Struct("<IBI"), struct.Struct("<I")
 _ERROR = 0xFFFFFFFF
@@ -268,13 +270,11 @@ def shared_pool() -> VadPool | None:
 
 
 def serve(stdin=None, stdout=None) -> None:
-    """The helper's loop: one SpeechDetector per stream id, until stdin closes."""
-    from engine.vad import SpeechDetector, preload
-
+    """The helper's loop: one stream of Silero frames per stream id, until stdin closes."""
     preload()  # before the first request: a helper started early has its model ready
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
-    detectors: dict[int, SpeechDetector] = {}
+    detectors: dict[int, LocalFrames] = {}
     while True:
         try:
             stream_id, op, n = _REQUEST.unpack(_read_exact(stdin, _REQUEST.size))
@@ -283,7 +283,7 @@ def serve(stdin=None, stdout=None) -> None:
             return
         try:
             if op == OP_PROCESS:
-                detector = detectors.setdefault(stream_id, SpeechDetector(local=True))
+                detector = detectors.setdefault(stream_id, LocalFrames())
                 out = detector.process(samples if samples is not None else np.empty(0, np.float32))
             elif op == OP_FINISH:
                 detector = detectors.pop(stream_id, None)

@@ -15,8 +15,9 @@ import logging
 import queue
 import threading
 import time
+from contextlib import closing
 from dataclasses import replace
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from engine.batching import (BatchTranscriber, Event, FileDone, FileFailed, FilePlanned, FileTask, PartDone,
                              WindowDone)
@@ -306,59 +307,43 @@ def _merged_parts(server: WindowServer, core: BatchTranscriber, task: FileTask,
     one FileDone once all have (none if stopped). A part that fails fails the file and stops the rest.
     The first part runs at once, the others as the server's `extra_parts` allow."""
     parts = task.parts or ()
-    events: queue.Queue = queue.Queue()
     halt = threading.Event()
     until = _Either(stop, halt)
     covered = {p.part: p.start_seek - p.span[0] for p in parts}  # samples done in each part
-
-    def drive(part: FileTask, extra: bool) -> None:
-        held = False
-        try:
-            while extra and not held and not until.is_set():
-                held = server.extra_parts.acquire(timeout=0.1)
-            if extra and not held:
-                return
-            for event in server._stream_one(core, part, until):
-                events.put((part, event))
-        except ServerClosed:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - raised again in the consuming thread
-            events.put((part, _Crash(exc)))
-        finally:
-            if held:
-                server.extra_parts.release()
-            events.put((part, _END))
-
-    threads = [threading.Thread(target=drive, args=(p, i > 0), name=f"part{p.part} {str(task.path)[-30:]}",
-                                daemon=True) for i, p in enumerate(parts)]
-    for thread in threads:
-        thread.start()
+    sources = [(p, f"part{p.part} {str(task.path)[-30:]}", _part_events(server, core, p, until, extra=i > 0))
+               for i, p in enumerate(parts)]
     finished: dict[int, FileDone] = {}
-    try:
-        live = len(threads)
-        while live:
-            part, item = _get(events)
-            if item is _END:
-                live -= 1
-            elif isinstance(item, _Crash):
-                raise item.error
-            elif isinstance(item, FileFailed):
+    with closing(_fan_in(sources, len(sources), halt.set)) as events:
+        for part, item in events:
+            if isinstance(item, FileFailed):
                 yield item
                 return
-            elif isinstance(item, FileDone):
+            if isinstance(item, FileDone):
                 finished[part.part] = item
                 yield PartDone(task.key, part.part)
             else:
                 covered[part.part] = item.next_seek - part.span[0]
                 yield replace(item, done_seconds=sum(covered.values()) / SAMPLE_RATE,
                               duration=max(item.duration, task.duration or 0.0))
-        if len(finished) == len(parts):
-            language = core.options.language or task.language
-            yield _file_done(task, [finished[k] for k in sorted(finished)], language)
+    if len(finished) == len(parts):
+        language = core.options.language or task.language
+        yield _file_done(task, [finished[k] for k in sorted(finished)], language)
+
+
+def _part_events(server: WindowServer, core: BatchTranscriber, part: FileTask, until: _Either,
+                 extra: bool) -> Iterator[Event]:
+    """One part's events; a part after the first waits for its turn among the server's `extra_parts`
+    (none if the file stops first)."""
+    held = False
+    try:
+        while extra and not held and not until.is_set():
+            held = server.extra_parts.acquire(timeout=0.1)
+        if extra and not held:
+            return
+        yield from server._stream_one(core, part, until)
     finally:
-        halt.set()
-        for thread in threads:
-            _join(thread)
+        if held:
+            server.extra_parts.release()
 
 
 def _file_done(task: FileTask, parts: list[FileDone], language: str | None) -> FileDone:
@@ -379,51 +364,69 @@ class _Crash:
         self.error = error
 
 
-def run_tasks(core: BatchTranscriber, tasks: Iterable[FileTask], in_flight: int) -> Iterator[Event]:
-    """Events of many files, `in_flight` at a time, each in a thread of its own, through one
-    server that this run starts and stops. Tasks are pulled lazily; an unexpected error in any
-    file (not bad media, which fails that file alone) stops the run and is raised here."""
-    run = next(_runs)
-    server = WindowServer(core, name=f"run{run}-server")
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    pending = iter(tasks)
+def _fan_in(sources: Iterable[tuple[Any, str, Iterable]], width: int,
+            halt: Callable[[], None]) -> Iterator[tuple[Any, Any]]:
+    """(tag, item) for the items of each source (tag, thread name, iterable), each source iterated
+    in a thread of its own, `width` of them at once, as the items come. Sources are pulled lazily,
+    as threads end. A source that raises ServerClosed just ends; any other error in a source is
+    raised here. However this ends (finished, raised, closed early), `halt` is called and every
+    thread is joined."""
+    items: queue.Queue = queue.Queue()
+    pending = iter(sources)
     threads: list[threading.Thread] = []
 
-    def drive(task: FileTask) -> None:
+    def drain(tag, source: Iterable) -> None:
         try:
-            for event in server.stream(task, stop):
-                events.put(event)
+            for item in source:
+                items.put((tag, item))
         except ServerClosed:
             pass
         except BaseException as exc:  # noqa: BLE001 - raised again in the consuming thread
-            events.put(_Crash(exc))
+            items.put((tag, _Crash(exc)))
         finally:
-            events.put(_END)
+            items.put((tag, _END))
 
     try:
         live = 0
         while True:
-            while live < in_flight:
-                task = next(pending, None)
-                if task is None:
+            while live < width:
+                source = next(pending, None)
+                if source is None:
                     break
-                thread = threading.Thread(target=drive, args=(task,), name=f"run{run}-file", daemon=True)
+                tag, name, iterable = source
+                thread = threading.Thread(target=drain, args=(tag, iterable), name=name, daemon=True)
                 thread.start()
                 threads.append(thread)
                 live += 1
             if live == 0:
                 return
-            item = _get(events)
+            tag, item = _get(items)
             if item is _END:
                 live -= 1
                 threads = [t for t in threads if t.is_alive()]
             elif isinstance(item, _Crash):
                 raise item.error
             else:
-                yield item
-    finally:  # finished, failed, or the caller stopped early: every file's reader and ffmpeg end
-        stop.set()
-        server.close()
+                yield tag, item
+    finally:  # finished, failed, or the caller stopped early: every source's reader and ffmpeg end
+        halt()
         for thread in threads:
             _join(thread)
+
+
+def run_tasks(core: BatchTranscriber, tasks: Iterable[FileTask], in_flight: int) -> Iterator[Event]:
+    """Events of many files, `in_flight` at a time, each in a thread of its own, through one
+    server that this run starts and stops. Tasks are pulled lazily; an unexpected error in any
+    file (not bad media, which fails that file alone) stops the run and is raised here."""
+    run = next(_runs)
+    server = WindowServer(core, name=f"run{run}-server")
+    stop = threading.Event()
+
+    def halt() -> None:  # the server closes before the threads are joined: waiting windows fail at once
+        stop.set()
+        server.close()
+
+    sources = ((task.key, f"run{run}-file", server.stream(task, stop)) for task in tasks)
+    with closing(_fan_in(sources, in_flight, halt)) as events:
+        for _, event in events:
+            yield event

@@ -6,14 +6,16 @@ written: no rounding can make two cues overlap or push a cue past its limits.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence, TextIO
+from typing import Callable, Iterable, NamedTuple, Sequence, TextIO
 
 from engine.results import Segment, TranscriptInfo
 
@@ -290,6 +292,39 @@ def safe_stem(name: str) -> str:
     name = name.strip().lstrip(".- \t").rstrip()
     name = name.encode("utf-8")[:MAX_STEM_BYTES].decode("utf-8", "ignore").rstrip()
     return name or "untitled"
+
+
+def output_stems(paths: Iterable[str]) -> dict[str, str]:
+    """A distinct output stem for each of files whose outputs go into one folder, by path.
+
+    talk.mp3 -> talk, unless another of them is named talk.* too: then each keeps its extension
+    (talk.mp3, talk.wav); files of the same name from different folders are numbered, the first as
+    it is (talk.wav, talk.wav-2). A name that is not a safe file stem as it is (a leading '-' or '.',
+    control characters, over 200 bytes) is cleaned and tagged with a hash of the full name, so it
+    cannot take another's files ('-rf' and 'rf', 'a\\nb' and 'ab', long names alike in their first
+    200 bytes).
+    """
+    paths = list(dict.fromkeys(str(p) for p in paths))
+    stems = Counter(Path(p).stem for p in paths)
+    taken: set[str] = set()
+    chosen = {}
+    for path in paths:
+        media = Path(path)
+        stem = media.name if stems[media.stem] > 1 else media.stem
+        stem = next(c for c in [stem, *(f"{stem}-{i}" for i in range(2, len(paths) + 2))] if c not in taken)
+        taken.add(stem)
+        chosen[path] = _tagged(stem, media.name)
+    return chosen
+
+
+def _tagged(stem: str, name: str) -> str:
+    """`stem` as it is when it is a safe file stem, else cleaned and tagged with 8 hex digits of `name`'s hash."""
+    cleaned = safe_stem(stem)
+    if cleaned == unicodedata.normalize("NFC", stem):
+        return stem
+    tag = hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    cleaned = cleaned.encode("utf-8")[:MAX_STEM_BYTES - len(tag) - 1].decode("utf-8", "ignore").rstrip()
+    return f"{cleaned}-{tag}"
 
 
 def _fsync_dir(path: Path) -> None:

@@ -12,6 +12,8 @@ import pytest
 
 from engine.audio import stream_audio
 from engine.batching import BatchTranscriber, FileDone, FileFailed, FileTask, WindowDone
+from engine.scheduling import LOOKAHEAD
+from engine.window_server import run_tasks
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
 from engine.source import AudioCursor
@@ -76,7 +78,7 @@ def test_abandoned_batch_ends_every_reader(long_file, cpu_transcriber):
     options = TranscribeOptions()
     batcher = BatchTranscriber(cpu_transcriber.backend, cpu_transcriber.tokenizer(options),
                                cpu_transcriber.model.n_mels, options, batch_size=3)
-    events = batcher.run(FileTask(i, str(long_file)) for i in range(3))
+    events = run_tasks(batcher, (FileTask(i, str(long_file)) for i in range(3)), 3 * LOOKAHEAD)
     while not isinstance(next(events), WindowDone):  # each 7-minute file is decoded in two parts
         pass
     assert len(_readers()) == 6  # three files are open, two parts each

@@ -18,6 +18,7 @@ from engine.writers import (
     CueOptions,
     format_timestamp,
     make_cues,
+    output_stems,
     safe_stem,
     write_json,
     write_outputs,
@@ -481,6 +482,18 @@ def test_safe_stem_examples():
     assert safe_stem("Interview – Zoë, part 2") == "Interview – Zoë, part 2"
     long = safe_stem("é" * 300)
     assert long == "é" * 100
+
+
+def test_output_stems_are_distinct_and_safe():
+    """Files whose outputs share a folder never share a stem: one name rule for the catalog and `transcribe`."""
+    paths = ["/a/talk.mp3", "/a/talk.wav", "/b/talk.wav", "/a/notes.mp3", "/c/-rf.mp3", "/c/rf.mp3", "/c/a\nb.mp3",
+             "/c/ab.mp3", "/d/" + "é" * 150 + "1.mp3", "/d/" + "é" * 150 + "2.mp3"]
+    stems = output_stems(paths)
+    assert stems["/a/notes.mp3"] == "notes" and stems["/c/rf.mp3"] == "rf" and stems["/c/ab.mp3"] == "ab"
+    assert [stems[p] for p in paths[:3]] == ["talk.mp3", "talk.wav", "talk.wav-2"]
+    assert len({safe_stem(s) for s in stems.values()}) == len(paths)
+    assert all(safe_stem(s) == s for s in stems.values())
+    assert output_stems(["/a/talk.mp3", "/b/notes.wav"]) == {"/a/talk.mp3": "talk", "/b/notes.wav": "notes"}
 
 
 def test_slightly_fast_speech_is_not_cut_into_one_word_flashes():

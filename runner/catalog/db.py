@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 import migrations
 from engine.constants import WINDOW_STRIDE
-from engine.results import Segment, TranscriptInfo, Word
+from engine.results import Segment, TranscriptInfo, Word, in_order
 from runner.catalog import models as m
 from runner.errors import CatalogError, Superseded
 from runner.catalog.status import Status
@@ -106,13 +106,14 @@ def _segment_row(transcript_id: int, window: int, idx: int, seg: Segment) -> m.S
     )  # fmt: skip
 
 
-def _engine_segment(row: m.Segment) -> Segment:
-    """The engine's frozen Segment rebuilt from a catalog row; its id is the order in the transcript."""
+def _engine_segment(row: m.Segment, words: bool = True) -> Segment:
+    """The engine's frozen Segment rebuilt from a catalog row (its id the row's idx), with or without its words."""
     return Segment(
         id=row.idx, seek=row.seek, start=row.start, end=row.end, text=row.text, tokens=tuple(row.tokens),
         avg_logprob=row.avg_logprob, no_speech_prob=row.no_speech_prob, compression_ratio=row.compression_ratio,
         temperature=row.temperature, window=row.window,
-        words=tuple(Word(start=w.start, end=w.end, word=w.word, probability=w.probability) for w in row.words),
+        words=tuple(Word(start=w.start, end=w.end, word=w.word, probability=w.probability) for w in row.words)
+        if words else (),
     )  # fmt: skip
 
 
@@ -478,19 +479,16 @@ class Catalog:
             .limit(1)
         ).first()
 
-    def transcript_segments(self, media_id: int) -> list[Segment]:
-        """The finished transcript's segments with their words, as engine dataclasses, in order."""
+    def transcript_segments(self, media_id: int, words: bool = True) -> list[Segment]:
+        """The finished transcript's segments (with their words, unless `words` is False), as engine
+        dataclasses in time order (engine.results.in_order: the parts of a long file end out of order)."""
         with self.read() as session:
             t = self._done_transcript(session, media_id)
             if t is None:
                 return []
-            rows = session.scalars(
-                select(m.Segment)
-                .where(m.Segment.transcript_id == t.id)
-                .order_by(m.Segment.window, m.Segment.idx)  # the parts of a long file end out of order
-                .options(selectinload(m.Segment.words))
-            )
-            return [dataclasses.replace(_engine_segment(row), id=i) for i, row in enumerate(rows)]
+            query = select(m.Segment).where(m.Segment.transcript_id == t.id)
+            rows = session.scalars(query.options(selectinload(m.Segment.words)) if words else query)
+            return list(in_order(_engine_segment(row, words) for row in rows))
 
     def transcript_info(self, media_id: int) -> TranscriptInfo | None:
         """What the finished transcript of a media file is about and how it was made, or None."""

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import unicodedata
 from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import select
 
-from engine.writers import FORMATS, MAX_STEM_BYTES, safe_stem, write_outputs
+from engine.writers import FORMATS, output_stems, safe_stem, write_outputs
 from runner.catalog import models as m
 from runner.config import Settings
 from runner.catalog.db import Catalog
@@ -102,24 +100,12 @@ def write_pending(catalog: Catalog, settings: Settings) -> int:
 
 
 def output_stem(catalog: Catalog, path: str) -> str:
-    """talk.mp3 -> talk, unless talk.wav sits in the same folder: then both keep their extension.
-
-    A name that is not a safe file stem as it is (a leading '-' or '.', control characters, over
-    200 bytes) is cleaned and tagged with a hash of the full name, so it cannot take another's files.
-    """
+    """The stem of a catalogued file's outputs (engine.writers.output_stems among the files of its
+    folder, skipped ones aside): talk.mp3 -> talk, unless talk.wav is catalogued there too."""
     media = Path(path)
     prefix = str(media.parent / media.stem) + "."
     with catalog.read() as session:
         siblings = session.scalars(select(m.MediaFile.path).where(
             m.MediaFile.path.startswith(prefix, autoescape=True), m.MediaFile.path != path,
             m.MediaFile.status != Status.skipped)).all()
-    clash = any(Path(p).parent == media.parent and Path(p).stem == media.stem for p in siblings)
-    stem = media.name if clash else media.stem
-    cleaned = safe_stem(stem)
-    if cleaned != unicodedata.normalize("NFC", stem):
-        # '-rf' and 'rf', 'a\nb' and 'ab', two long names alike in their first 200 bytes would share
-        # files: a name that had to be cleaned gets a tag of its own (8 hex digits of its hash)
-        tag = hashlib.sha256(os.fsencode(media.name)).hexdigest()[:8]
-        cleaned = cleaned.encode("utf-8")[:MAX_STEM_BYTES - len(tag) - 1].decode("utf-8", "ignore").rstrip()
-        stem = f"{cleaned}-{tag}"
-    return stem
+    return output_stems([path, *(p for p in siblings if Path(p).parent == media.parent)])[path]

@@ -12,7 +12,7 @@ from engine.batching import FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import MediaError
 from engine.options import TranscribeOptions
 from engine.results import in_order
-from engine.writers import FORMATS, write_outputs
+from engine.writers import FORMATS, output_stems, write_outputs
 
 
 def transcribe_files(paths: list[str], transcriber: Transcriber, options: TranscribeOptions,
@@ -23,7 +23,7 @@ def transcribe_files(paths: list[str], transcriber: Transcriber, options: Transc
     segments: dict[str, list] = {}
     bars: dict[str, tqdm] = {}
     failed = 0
-    stems = _unique_stems(paths)
+    stems = output_stems(paths)
     tasks = (FileTask(p, p) for p in paths)
     for event in transcriber.stream(tasks, options, batch_size):
         if isinstance(event, FileFailed):
@@ -45,20 +45,6 @@ def transcribe_files(paths: list[str], transcriber: Transcriber, options: Transc
                 continue
             print(f"{event.key} -> {', '.join(str(p) for p in written)}", file=sys.stderr)
     return failed
-
-
-def _unique_stems(paths: list[str]) -> dict[str, str]:
-    """talk.mp3 -> talk; a second input with the same stem keeps its extension (talk.wav), then a number."""
-    taken: set[str] = set()
-    stems = {}
-    for path in paths:
-        base = Path(path).stem
-        for candidate in [base, Path(path).name] + [f"{Path(path).name}-{i}" for i in range(2, len(paths) + 2)]:
-            if candidate not in taken:
-                break
-        taken.add(candidate)
-        stems[path] = candidate
-    return stems
 
 
 def _advance(bars: dict[str, tqdm], event: WindowDone, progress: bool) -> None:

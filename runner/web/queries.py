@@ -152,7 +152,10 @@ def media_row(catalog: Catalog, media_id: int) -> m.MediaFile | None:
 
 
 def media_page(catalog: Catalog, media_id: int) -> dict | None:
-    """Everything the transcript page shows: the file, its finished transcript and its segments."""
+    """Everything the transcript page shows: the file, its finished transcript and its segments
+    (in time order, as its subtitles and downloads: each one's id is its place in the transcript)."""
+    segments = [{"id": s.id, "start": s.start, "end": s.end, "clock": clock(s.start), "text": s.text.strip()}
+                for s in catalog.transcript_segments(media_id, words=False) if s.text.strip()]
     with catalog.read() as session:
         media = session.get(m.MediaFile, media_id)
         if media is None:
@@ -160,13 +163,6 @@ def media_page(catalog: Catalog, media_id: int) -> dict | None:
         t = session.scalars(select(m.Transcript).where(m.Transcript.media_id == media_id,
                                                        m.Transcript.status == Status.done)
                             .order_by(m.Transcript.id.desc()).limit(1)).first()
-        segments = []
-        if t is not None:
-            rows = session.execute(select(m.Segment.id, m.Segment.start, m.Segment.end, m.Segment.text)
-                                   .where(m.Segment.transcript_id == t.id)
-                                   .order_by(m.Segment.window, m.Segment.idx)).all()
-            segments = [{"id": r.id, "start": r.start, "end": r.end, "clock": clock(r.start), "text": r.text.strip()}
-                        for r in rows if r.text.strip()]
         kind, mime = media_kind(media.path)
         transcript = None if t is None else {
             "model": t.model_name, "model_hash": t.model_hash, "backend": t.backend, "compute": t.compute,
