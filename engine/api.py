@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import engine
 from engine.backends import create_backend
-from engine.batching import BatchTranscriber, Event, FileDone, FileFailed, FileTask, PartDone, WindowDone
+from engine.batching import BatchTranscriber, Event, FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import ModelError
 from engine.models import ModelSpec, resolve_model
 from engine.options import TranscribeOptions
@@ -74,26 +74,6 @@ class Transcriber:
         options = options or TranscribeOptions()
         return WindowServer(BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options,
                                              batch_size))
-
-    def transcribe_iter(self, path: str | Path, options: TranscribeOptions | None = None) -> Iterator[Segment]:
-        """Segments of one file in time order as they are decoded (a long file's later parts are held
-        until the parts before them end), numbered from 0; raises MediaError for unreadable media."""
-        held: dict[int, list[Segment]] = {}
-        current, count = 0, 0
-        for event in self.stream([FileTask(str(path), str(path))], options):
-            if isinstance(event, FileFailed):
-                raise event.error
-            if isinstance(event, WindowDone):
-                held.setdefault(event.part, []).extend(event.segments)
-            elif isinstance(event, PartDone):
-                held.setdefault(event.part, []).append(None)  # marks the part's end
-            while held.get(current):
-                segment = held[current].pop(0)
-                if segment is None:
-                    current += 1
-                    continue
-                yield replace(segment, id=count)
-                count += 1
 
     def transcribe(self, path: str | Path, options: TranscribeOptions | None = None) -> Transcript:
         """The whole transcript of one file."""

@@ -158,8 +158,6 @@ class AudioCursor:
                 self.speech.record(probs)  # voice activity covers every sample, even skipped ones
             if chunk is _Reader._END:
                 self.eof = True
-                if self.speech is not None:
-                    self.speech.closed = True
                 break
             chunks.append(chunk)
             end += len(chunk)

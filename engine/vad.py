@@ -66,7 +66,7 @@ class SpeechDetector:
     """Runs streamed audio through Silero VAD and keeps one speech probability per frame.
 
     `process`/`finish` (the model's side) may run in a reader thread while `record`/`frames`
-    (the keeper's side) run in the decoding thread: `feed`/`close` do both in one.
+    (the keeper's side) run in the decoding thread.
     """
 
     def __init__(self, local: bool = False):
@@ -75,7 +75,6 @@ class SpeechDetector:
         self._remote = None if local else _remote_frames()
         self._rest = np.empty(0, np.float32)
         self.probs = array("f")
-        self.closed = False
 
     def process(self, audio: np.ndarray) -> np.ndarray:
         """Probabilities of the whole frames of `audio`; a partial tail waits for the next call."""
@@ -114,16 +113,6 @@ class SpeechDetector:
     def record(self, probs: np.ndarray) -> None:
         """Keep probabilities computed by `process`, in stream order."""
         self.probs.extend(probs.astype(np.float32, copy=False).tolist())
-
-    def feed(self, audio: np.ndarray) -> None:
-        """Process and keep in one step."""
-        self.record(self.process(audio))
-
-    def close(self) -> None:
-        """Flush the partial last frame, padded with zeros."""
-        if not self.closed:
-            self.record(self.finish())
-            self.closed = True
 
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Speech probabilities of frames [start, stop) that are known so far."""
