@@ -35,7 +35,8 @@ def plan_pool(workers: int | None, threads: int | None, compute: str = "cpu", ba
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
-    """Linux: get `sig` when the parent dies, so a killed `run` leaves no stray worker."""
+    """Linux: get `sig` when the parent dies, so a killed `run` leaves no stray worker or Redis
+    (a child's preexec_fn: the one place that asks for PR_SET_PDEATHSIG)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
