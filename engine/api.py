@@ -12,9 +12,10 @@ from engine.backends import create_backend
 from engine.batching import BatchTranscriber, Event, FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import ModelError
 from engine.models import ModelSpec, resolve_model
-from engine.options import TranscribeOptions
+from engine.options import RuntimeOptions, TranscribeOptions
 from engine.results import Segment, TranscriptInfo, in_order
 from engine.tokenizer import Tokenizer
+from engine.vad_pool import shared_pool
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,19 @@ class Transcriber:
 
     def __init__(self, model: str | Path | ModelSpec | None = None, compute: str = "auto",
                  backend: str = "ctranslate2", threads: int = 0, compute_type: str | None = None,
-                 models_dir: Path | None = None, replicas: int = 1):
+                 models_dir: Path | None = None, runtime: RuntimeOptions | None = None):
+        """`runtime` says how this process runs the model (copies, VAD helper processes); it never
+        changes the text. The process's allocator is left alone (engine.heap is the worker's call)."""
         self.model = model if isinstance(model, ModelSpec) else resolve_model(model, models_dir)
+        self.runtime = runtime or RuntimeOptions()
         kwargs = {"compute": compute, "threads": threads}
         if compute_type:
             kwargs["compute_type"] = compute_type
-        if replicas != 1:  # model copies whose calls run at once, one server each (ctranslate2 only)
-            kwargs["replicas"] = replicas
+        if (self.runtime.replicas or 1) != 1:  # model copies whose calls run at once (ctranslate2 only)
+            kwargs["replicas"] = self.runtime.replicas
         self.backend = create_backend(backend, self.model, **kwargs)
+        # helpers shared by the Transcribers of this process that ask for as many; None: VAD in-process
+        self.vad_pool = shared_pool(self.runtime.vad_processes)
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
 
     def tokenizer(self, options: TranscribeOptions) -> Tokenizer:
@@ -63,7 +69,8 @@ class Transcriber:
                batch_size: int = 1) -> Iterator[Event]:
         """Events (window done, file done, file failed) for many files decoded together."""
         options = options or TranscribeOptions()
-        batcher = BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options, batch_size)
+        batcher = BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options, batch_size,
+                                   self.vad_pool)
         return batcher.run(tasks)
 
     def window_server(self, options: TranscribeOptions | None = None, batch_size: int = 8):
@@ -73,7 +80,7 @@ class Transcriber:
 
         options = options or TranscribeOptions()
         return WindowServer(BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options,
-                                             batch_size))
+                                             batch_size, self.vad_pool))
 
     def transcribe(self, path: str | Path, options: TranscribeOptions | None = None) -> Transcript:
         """The whole transcript of one file."""

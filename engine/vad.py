@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import ctypes
 from array import array
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.constants import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from engine.vad_pool import VadPool
 
 FRAME = 512  # samples per VAD frame (32 ms at 16 kHz)
 
@@ -54,14 +58,6 @@ def preload() -> None:
         _idle.append(_acquire())
 
 
-def _remote_frames():
-    """A stream in the shared helper-process pool, or None to run Silero in this process."""
-    from engine.vad_pool import shared_pool
-
-    pool = shared_pool()
-    return pool.stream() if pool is not None else None
-
-
 class SpeechDetector:
     """Runs streamed audio through Silero VAD and keeps one speech probability per frame.
 
@@ -69,10 +65,10 @@ class SpeechDetector:
     (the keeper's side) run in the decoding thread.
     """
 
-    def __init__(self, local: bool = False):
-        self._vad = None  # taken from the pool on first use, in whichever thread processes
-        # The model side runs in a helper process (engine.vad_pool) unless `local` or configured off.
-        self._remote = None if local else _remote_frames()
+    def __init__(self, pool: VadPool | None = None):
+        self._vad = None  # taken from the idle list on first use, in whichever thread processes
+        # The model side runs in one of `pool`'s helper processes (engine.vad_pool), else in this one.
+        self._remote = pool.stream() if pool is not None else None
         self._rest = np.empty(0, np.float32)
         self.probs = array("f")
 
