@@ -73,7 +73,7 @@ def bench(folder, model, compute, threads, beam_size, batch, compute_type, repea
         scriptorium bench --scored-only --fw-batched --json > bench.json
     """
     from engine.api import Transcriber
-    from engine.options import TranscribeOptions
+    from engine.options import RuntimeOptions, TranscribeOptions
 
     _positive("--beam-size", beam_size)
     _positive("--batch", batch)
@@ -87,7 +87,7 @@ def bench(folder, model, compute, threads, beam_size, batch, compute_type, repea
     try:
         items = folder_items(Path(folder), scored_only)
         transcriber = Transcriber(model=model, compute=compute, threads=threads, compute_type=compute_type,
-                                  replicas=default_replicas(compute, threads, batch))
+                                  runtime=RuntimeOptions(replicas=default_replicas(compute, threads, batch)))
         backend = transcriber.backend
         resolved_type = getattr(backend, "compute_type", compute_type or "")
         runners = {"scriptorium": scriptorium_runner(transcriber, TranscribeOptions(beam_size=beam_size), batch)}

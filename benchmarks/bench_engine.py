@@ -99,14 +99,14 @@ def _plain(runner) -> Runner:
 
 def scriptorium_runners(args) -> dict[str, Runner]:
     from engine.api import Transcriber
-    from engine.options import TranscribeOptions
+    from engine.options import RuntimeOptions, TranscribeOptions
 
     from engine.backends.ctranslate2_backend import default_replicas
 
     transcriber = Transcriber(compute="cpu", threads=args.threads, compute_type=args.compute_type)
     # batched as a worker runs it: with the replicas a batching worker gets (2 x 1 thread on 2 cores)
     batched = Transcriber(compute="cpu", threads=args.threads, compute_type=args.compute_type,
-                          replicas=default_replicas("cpu", args.threads, args.batch_size))
+                          runtime=RuntimeOptions(replicas=default_replicas("cpu", args.threads, args.batch_size)))
     options = TranscribeOptions(beam_size=args.beam_size)
     return {"scriptorium-seq": _plain(scriptorium_runner(transcriber, options, 1)),
             f"scriptorium-batch{args.batch_size}": _plain(scriptorium_runner(batched, options, args.batch_size))}

@@ -112,7 +112,7 @@ def serve_peer_samples() -> None:
 
 def run(args) -> dict:
     from engine.api import Transcriber
-    from engine.options import TranscribeOptions
+    from engine.options import RuntimeOptions, TranscribeOptions
     from bench.harness import PEER, PEER_BATCHED, bench_data, format_bench, scriptorium_runner, timed
     from bench.peer import PeerProcess
 
@@ -126,7 +126,8 @@ def run(args) -> dict:
     options = TranscribeOptions(beam_size=args.beam_size)
     runners = {f"scriptorium-batch{b}": scriptorium_runner(transcriber, options, b) for b in args.batches}
     for replicas in args.replicas:  # model copies whose calls run at once (one window server thread each)
-        copies = Transcriber(args.model, compute=args.compute, compute_type=args.compute_type, replicas=replicas)
+        copies = Transcriber(args.model, compute=args.compute, compute_type=args.compute_type,
+                             runtime=RuntimeOptions(replicas=replicas))
         for b in args.batches:
             if b >= replicas:
                 runners[f"scriptorium-batch{b}-r{replicas}"] = scriptorium_runner(copies, options, b)

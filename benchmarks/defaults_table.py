@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.api import Transcriber  # noqa: E402
 from bench.wer import total_errors  # noqa: E402
-from engine.options import TranscribeOptions  # noqa: E402
+from engine.options import RuntimeOptions, TranscribeOptions  # noqa: E402
 from bench.items import folder_items, read_manifest  # noqa: E402
 from bench.harness import effective_threads, scriptorium_runner, timed  # noqa: E402
 from engine.backends.ctranslate2_backend import default_replicas  # noqa: E402
@@ -79,7 +79,7 @@ def items_of(source: Path):
 def run(source: Path, names: list[str], threads: int, batch: int, beam_size: int) -> dict:
     items = items_of(source)
     threads = effective_threads(threads)
-    transcriber = Transcriber(compute="cpu", threads=threads, replicas=default_replicas("cpu", threads, batch))
+    transcriber = Transcriber(compute="cpu", threads=threads, runtime=RuntimeOptions(replicas=default_replicas("cpu", threads, batch)))
     base = TranscribeOptions(beam_size=beam_size)
     rows, per_file = [], {}
     for k, name in enumerate(names):

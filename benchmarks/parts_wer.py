@@ -22,7 +22,7 @@ from engine.api import Transcriber  # noqa: E402
 from engine.backends.ctranslate2_backend import default_replicas  # noqa: E402
 from engine.batching import FileTask  # noqa: E402
 from bench.wer import word_errors  # noqa: E402
-from engine.options import TranscribeOptions  # noqa: E402
+from engine.options import RuntimeOptions, TranscribeOptions  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
-    tr = Transcriber(compute="cpu", threads=args.threads, replicas=default_replicas("cpu", args.threads, args.batch))
+    tr = Transcriber(compute="cpu", threads=args.threads, runtime=RuntimeOptions(replicas=default_replicas("cpu", args.threads, args.batch)))
     ways = {"parts": TranscribeOptions(), "one chain": TranscribeOptions(part_seconds=None)}
     pooled = {name: [0, 0] for name in ways}
     for mix in args.mixes:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import engine
 from engine.backends import create_backend
-from engine.batching import BatchTranscriber, Event, FileDone, FileFailed, FileTask, PartDone, WindowDone
+from engine.batching import BatchTranscriber, Event, FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import ModelError
 from engine.models import ModelSpec, resolve_model
-from engine.options import TranscribeOptions
+from engine.options import RuntimeOptions, TranscribeOptions
 from engine.results import Segment, TranscriptInfo, in_order
 from engine.scheduling import LOOKAHEAD
 from engine.tokenizer import Tokenizer
+from engine.vad_pool import shared_pool
 from engine.window_server import WindowServer, run_tasks
 
 
@@ -34,14 +35,19 @@ class Transcriber:
 
     def __init__(self, model: str | Path | ModelSpec | None = None, compute: str = "auto",
                  backend: str = "ctranslate2", threads: int = 0, compute_type: str | None = None,
-                 models_dir: Path | None = None, replicas: int = 1):
+                 models_dir: Path | None = None, runtime: RuntimeOptions | None = None):
+        """`runtime` says how this process runs the model (copies, VAD helper processes); it never
+        changes the text. The process's allocator is left alone (engine.heap is the worker's call)."""
         self.model = model if isinstance(model, ModelSpec) else resolve_model(model, models_dir)
+        self.runtime = runtime or RuntimeOptions()
         kwargs = {"compute": compute, "threads": threads}
         if compute_type:
             kwargs["compute_type"] = compute_type
-        if replicas != 1:  # model copies whose calls run at once, one server each (ctranslate2 only)
-            kwargs["replicas"] = replicas
+        if (self.runtime.replicas or 1) != 1:  # model copies whose calls run at once (ctranslate2 only)
+            kwargs["replicas"] = self.runtime.replicas
         self.backend = create_backend(backend, self.model, **kwargs)
+        # helpers shared by the Transcribers of this process that ask for as many; None: VAD in-process
+        self.vad_pool = shared_pool(self.runtime.vad_processes)
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
 
     def tokenizer(self, options: TranscribeOptions) -> Tokenizer:
@@ -66,7 +72,8 @@ class Transcriber:
         """Events (window done, file done, file failed) for many files decoded together: LOOKAHEAD x
         batch_size files in flight, `tasks` pulled lazily as they finish; closing the iterator ends their readers."""
         options = options or TranscribeOptions()
-        batcher = BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options, batch_size)
+        batcher = BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options, batch_size,
+                                   self.vad_pool)
         return run_tasks(batcher, tasks, batch_size * LOOKAHEAD)
 
     def window_server(self, options: TranscribeOptions | None = None, batch_size: int = 8):
@@ -74,27 +81,7 @@ class Transcriber:
         unless a file's stream() gives its own)."""
         options = options or TranscribeOptions()
         return WindowServer(BatchTranscriber(self.backend, self.tokenizer(options), self.model.n_mels, options,
-                                             batch_size))
-
-    def transcribe_iter(self, path: str | Path, options: TranscribeOptions | None = None) -> Iterator[Segment]:
-        """Segments of one file in time order as they are decoded (a long file's later parts are held
-        until the parts before them end), numbered from 0; raises MediaError for unreadable media."""
-        held: dict[int, list[Segment]] = {}
-        current, count = 0, 0
-        for event in self.stream([FileTask(str(path), str(path))], options):
-            if isinstance(event, FileFailed):
-                raise event.error
-            if isinstance(event, WindowDone):
-                held.setdefault(event.part, []).extend(event.segments)
-            elif isinstance(event, PartDone):
-                held.setdefault(event.part, []).append(None)  # marks the part's end
-            while held.get(current):
-                segment = held[current].pop(0)
-                if segment is None:
-                    current += 1
-                    continue
-                yield replace(segment, id=count)
-                count += 1
+                                             batch_size, self.vad_pool))
 
     def transcribe(self, path: str | Path, options: TranscribeOptions | None = None) -> Transcript:
         """The whole transcript of one file."""

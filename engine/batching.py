@@ -26,6 +26,7 @@ from engine.results import Segment
 from engine.timing import words_from_alignment
 from engine.tokenizer import Tokenizer
 from engine.transcribe import LongFormDecoder, Window
+from engine.vad_pool import VadPool
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +145,12 @@ class BatchTranscriber:
     """
 
     def __init__(self, backend: Backend, tokenizer: Tokenizer, n_mels: int, options: TranscribeOptions,
-                 batch_size: int = 1):
+                 batch_size: int = 1, vad_pool: VadPool | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend, self.tokenizer, self.n_mels = backend, tokenizer, n_mels
         self.options, self.batch_size = options, batch_size
+        self.vad_pool = vad_pool  # engine.vad_pool.VadPool the files' voice activity runs in; None: in-process
         self.call_key = options.call_key()  # windows of cores with equal keys may share a call
         self._tokenizers: dict[str, Tokenizer] = {}  # by language (multilingual models)
 
@@ -157,7 +159,7 @@ class BatchTranscriber:
         if options == self.options:
             return self
         tokenizer = self.tokenizer.with_task(options.task, options.language or "en")
-        return BatchTranscriber(self.backend, tokenizer, self.n_mels, options, self.batch_size)
+        return BatchTranscriber(self.backend, tokenizer, self.n_mels, options, self.batch_size, self.vad_pool)
 
     def plan(self, task: FileTask) -> FileTask:
         """A fresh task cut into parts when its file is long enough (engine.parts), else itself.
@@ -180,7 +182,8 @@ class BatchTranscriber:
         no speech keeps none (nothing of it is decoded). MediaError if the file cannot be read."""
         if self.options.language or task.language or not self.tokenizer.multilingual:
             return task, None
-        decoder = LongFormDecoder(task.path, self.tokenizer, self.options, self.n_mels, duration_hint=task.duration)
+        decoder = LongFormDecoder(task.path, self.tokenizer, self.options, self.n_mels, duration_hint=task.duration,
+                                  vad_pool=self.vad_pool)
         found = detect_language(self.backend, decoder, self.n_mels)
         if found is None:
             return task, None
@@ -194,7 +197,7 @@ class BatchTranscriber:
         tokenizer = self._tokenizer(language)
         decoder = LongFormDecoder(task.path, tokenizer, self.options, self.n_mels, task.start_seek,
                                   task.start_window, task.previous_tokens, task.first_segment_id, task.duration,
-                                  task.span, task.prompt_reset)
+                                  task.span, task.prompt_reset, self.vad_pool)
         return _Slot(task, decoder, tokenizer.language or "en", probability)
 
     def _tokenizer(self, language: str | None) -> Tokenizer:

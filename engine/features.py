@@ -100,12 +100,4 @@ def window_features(audio: np.ndarray, n_mels: int) -> np.ndarray:
     return log_mel_spectrogram(x, n_mels)[:, :N_FRAMES]
 
 
-def batch_features(windows: list[np.ndarray], n_mels: int) -> np.ndarray:
-    """Stack window_features of each window into one contiguous [B, n_mels, N_FRAMES] float32 array."""
-    out = np.empty((len(windows), n_mels, N_FRAMES), dtype=np.float32)
-    for i, window in enumerate(windows):
-        out[i] = window_features(window, n_mels)
-    return out
-
-
-__all__ = ["mel_filters", "log_mel_spectrogram", "window_features", "batch_features"]
+__all__ = ["mel_filters", "log_mel_spectrogram", "window_features"]

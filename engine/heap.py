@@ -6,6 +6,9 @@ encoder window, 3.4 GB of page touches for a batch of 8), so each call paid for 
 pages: measured on 2 cores, 40% of an encoder call was page faults. One arena that is never
 trimmed and never uses mmap makes the second call reuse the first call's memory (resident size
 stays at the high-water mark instead of going up and down).
+
+It changes the whole process's allocator, so only a process that owns itself asks for it (a worker,
+the `transcribe` command), before it loads the model; building a Transcriber never does.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import sys
 
 log = logging.getLogger(__name__)
@@ -23,14 +25,11 @@ _done = False
 
 
 def keep_heap() -> bool:
-    """Tune glibc malloc once per process; False where it does not apply (not glibc, or opted out).
-
-    SCRIPTORIUM_KEEP_HEAP=0 leaves the allocator as it is.
-    """
+    """Tune glibc malloc once per process; False where it does not apply (not glibc)."""
     global _done
     if _done:
         return True
-    if os.environ.get("SCRIPTORIUM_KEEP_HEAP", "1") == "0" or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -1,4 +1,5 @@
-"""Options as frozen dataclasses: one for a window's decoding, one for a whole file."""
+"""Options as frozen dataclasses: one for a window's decoding, one for a whole file, one for how a
+process runs the model."""
 
 from __future__ import annotations
 
@@ -138,3 +139,23 @@ class TranscribeOptions:
             if key in kw:
                 kw[key] = tuple(kw[key])
         return cls(**kw)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How this process runs the model: copies of it and voice activity helpers. None of these changes
+    the text, so they are not recorded with a job or a transcript and are not part of a call key."""
+
+    # Model copies whose calls run at once (engine.window_server runs one server per copy; CTranslate2
+    # only). None: 1 for a Transcriber, which does not know its batch; a worker picks by device and batch
+    # (engine.backends.ctranslate2_backend.default_replicas)
+    replicas: int | None = None
+    # Silero VAD helper processes (engine.vad_pool); 0 runs voice activity in this process. None: half
+    # the cores, 1 to 8 (engine.vad_pool.default_size): in-process it competed with decoding for the GIL
+    vad_processes: int | None = None
+
+    def __post_init__(self):
+        if self.replicas is not None and self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+        if self.vad_processes is not None and self.vad_processes < 0:
+            raise ValueError(f"vad_processes must be >= 0, got {self.vad_processes}")

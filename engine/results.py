@@ -48,18 +48,6 @@ def in_order(segments: Iterable[Segment]) -> tuple[Segment, ...]:
 
 
 @dataclass(frozen=True)
-class StageTimings:
-    """Seconds spent per stage of one file's transcription."""
-
-    decode_audio: float = 0.0
-    features: float = 0.0
-    vad: float = 0.0
-    encode: float = 0.0
-    generate: float = 0.0
-    align: float = 0.0
-
-
-@dataclass(frozen=True)
 class TranscriptInfo:
     """What a transcript is about and how it was made."""
 

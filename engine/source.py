@@ -20,6 +20,7 @@ from engine.audio import stream_audio
 from engine.constants import SAMPLE_RATE
 from engine.errors import HelperError, MediaError
 from engine.vad import FRAME, SpeechDetector
+from engine.vad_pool import VadPool
 
 log = logging.getLogger(__name__)
 
@@ -119,17 +120,19 @@ class AudioCursor:
     """Holds only the audio from the current seek on: memory stays flat however long the file."""
 
     def __init__(self, path: str, vad: bool, chunk_seconds: float = CHUNK_SECONDS, duration_hint: float | None = None,
-                 start: int = 0, stop: int | None = None, stall_s: float | None = None):
+                 start: int = 0, stop: int | None = None, stall_s: float | None = None,
+                 vad_pool: VadPool | None = None):
         """Samples [start, stop) of the file (a part of it, engine.parts), indexed as in the whole file;
         `start` must be a multiple of the VAD frame, so that frames line up with the whole file's.
-        No audio for `stall_s` (default engine.audio.READ_STALL_S) fails the file (MediaError)."""
+        No audio for `stall_s` (default engine.audio.READ_STALL_S) fails the file (MediaError).
+        Voice activity runs in `vad_pool`'s helper processes, or in this process without one."""
         if start % FRAME:
             raise ValueError(f"a cursor starts on a VAD frame boundary ({FRAME} samples), not at {start}")
         self.path = str(path)
         self.duration_hint = duration_hint  # no probe here: ffmpeg's own errors name bad files
         # bad paths raise here, at once
         stream = stream_audio(self.path, chunk_seconds=chunk_seconds, start=start, stop=stop, stall_s=stall_s)
-        self.speech = SpeechDetector() if vad else None
+        self.speech = SpeechDetector(vad_pool) if vad else None
         self._reader = _Reader(stream, self.speech, self.path, stall_s)
         weakref.finalize(self, self._reader.stop)  # an abandoned cursor does not leave ffmpeg running
         self._buffer = np.empty(0, np.float32)
@@ -158,8 +161,6 @@ class AudioCursor:
                 self.speech.record(probs)  # voice activity covers every sample, even skipped ones
             if chunk is _Reader._END:
                 self.eof = True
-                if self.speech is not None:
-                    self.speech.closed = True
                 break
             chunks.append(chunk)
             end += len(chunk)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from engine.constants import TIME_PRECISION
 
 LANGUAGES = (
     "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur "
@@ -73,9 +72,6 @@ class Tokenizer:
 
     def decode(self, tokens) -> str:
         return self.hf.decode([t for t in tokens if t < self.eot])
-
-    def timestamp_of(self, token: int) -> float:
-        return (token - self.timestamp_begin) * TIME_PRECISION
 
     @cached_property
     def non_speech_tokens(self) -> tuple[int, ...]:

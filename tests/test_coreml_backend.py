@@ -21,7 +21,6 @@ from engine.backends.base import Backend
 from engine.backends.coreml.alignment import dtw, median_filter
 from engine.backends.coreml.backend import CoreMLBackend, numpy_predictors
 from engine.backends.coreml.predictor import CoreMLPredictor, compute_units
-from engine.backends.coreml.prefix_cache import PrefixCache
 from engine.backends.coreml.search import Hypotheses, TokenRules, apply_rules
 from engine.errors import BackendUnavailable
 from bench.wer import total_errors, word_errors
@@ -174,28 +173,6 @@ def test_word_alignment_from_alignment_heads_weights(backend, windows, cpu_trans
     assert [w.word for w in a] == [w.word for w in b] and len(a) > 15
     assert np.mean([abs(x.start - y.start) for x, y in zip(a, b)]) < 0.2
     np.testing.assert_allclose(mine.token_probs, theirs.token_probs, atol=0.1)
-
-
-def test_prefix_cache_table(backend, windows, tmp_path):
-    tok = backend.tokenizer
-    silence = backend.encode(window_features(np.zeros(16000, np.float32), 80)[None])
-    table = backend.build_prefix_cache(silence)
-    assert set(table.entries) == {(tok.sot,), (tok.sot_prev,)}  # tiny.en: the fixed prefix is one token
-    loaded = PrefixCache.load(table.save(tmp_path))
-    assert loaded.match([tok.sot]) is None  # the last prompt token always runs
-    n, keys, _ = loaded.match([tok.sot, tok.no_timestamps])
-    assert n == 1 and keys.shape == (backend.dims.kv_channels, 1)
-    options = TranscribeOptions(without_timestamps=True).decode_options(0.0)
-    prompts = [[tok.sot, tok.no_timestamps]] * 2
-    exact = backend.generate(windows, prompts, options)
-    backend.prefix_cache, backend.prefix_steps_skipped = loaded, 0
-    try:
-        approximate = backend.generate(windows, prompts, options)
-    finally:
-        backend.prefix_cache = None
-    assert backend.prefix_steps_skipped == 2
-    for a, b in zip(exact, approximate):
-        assert word_errors(tok.decode(a.tokens), tok.decode(b.tokens)).wer <= 0.1
 
 
 @pytest.mark.slow

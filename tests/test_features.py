@@ -9,7 +9,7 @@ import pytest
 
 from engine.audio import load_audio
 from engine.constants import N_FRAMES, N_SAMPLES, SAMPLE_RATE
-from engine.features import batch_features, log_mel_spectrogram, mel_filters, window_features
+from engine.features import log_mel_spectrogram, mel_filters, window_features
 
 # Both implementations run float32 FFTs of the same frames; the observed gap is ~1e-7
 # (one float32 ulp after log10), so 1e-3 leaves ample room for other numpy/BLAS builds.
@@ -106,18 +106,6 @@ def test_silence_is_the_floor():
     """Digital silence sits at the clamp: (log10(1e-10) + 4) / 4 = -1.5 everywhere."""
     feats = window_features(np.zeros(SAMPLE_RATE, dtype=np.float32), 80)
     np.testing.assert_allclose(feats, -1.5, atol=1e-6)
-
-
-@pytest.mark.parametrize("n_mels", N_MELS)
-def test_batch_features(clips, n_mels):
-    """Batch is [B, n_mels, 3000] float32, C-contiguous, each row equal to window_features."""
-    windows = [clips["jfk.flac"], clips["gb0.wav"][:N_SAMPLES], clips["LDC93S1.wav"]]
-    batch = batch_features(windows, n_mels)
-    assert batch.shape == (3, n_mels, N_FRAMES) and batch.dtype == np.float32
-    assert batch.flags.c_contiguous
-    for row, window in zip(batch, windows):
-        np.testing.assert_array_equal(row, window_features(window, n_mels))
-    assert batch_features([], n_mels).shape == (0, n_mels, N_FRAMES)
 
 
 def test_window_features_speed(clips):

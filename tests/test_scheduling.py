@@ -1,5 +1,7 @@
 """engine.scheduling.choose: full calls of one prompt length, and no window left waiting for ever."""
 
+import pytest
+
 from engine.scheduling import MAX_AGE, choose
 
 
@@ -61,13 +63,21 @@ def test_previous_text_is_cut_to_few_lengths():
 
 def test_default_replicas_per_device(monkeypatch):
     """Worker sizing: 2 replicas on a CPU with 2+ threads, 4 on a GPU (measured on an H200: batch rows
-    cost nearly as much as calls there), 1 without batching; SCRIPTORIUM_REPLICAS overrides."""
+    cost nearly as much as calls there), 1 without batching; RuntimeOptions.replicas overrides it in a worker
+    (tests/test_pool.py)."""
     from engine.backends import ctranslate2_backend as ct2b
 
-    monkeypatch.delenv("SCRIPTORIUM_REPLICAS", raising=False)
     monkeypatch.setattr(ct2b, "resolve_device", lambda compute: "cuda" if compute == "gpu" else "cpu")
     assert ct2b.default_replicas("cpu", 2, 8) == 2 and ct2b.default_replicas("cpu", 1, 8) == 1
     assert ct2b.default_replicas("cpu", 2, 1) == 1 and ct2b.default_replicas("gpu", 0, 1) == 1
     assert ct2b.default_replicas("gpu", 0, 8) == 4 and ct2b.default_replicas("gpu", 0, 2) == 2
-    monkeypatch.setenv("SCRIPTORIUM_REPLICAS", "3")
-    assert ct2b.default_replicas("gpu", 0, 8) == 3
+
+
+def test_runtime_options_are_checked():
+    from engine.options import RuntimeOptions
+
+    assert RuntimeOptions() == RuntimeOptions(replicas=None, vad_processes=None)
+    with pytest.raises(ValueError, match="replicas"):
+        RuntimeOptions(replicas=0)
+    with pytest.raises(ValueError, match="vad_processes"):
+        RuntimeOptions(vad_processes=-1)

@@ -22,7 +22,7 @@ from engine.api import Transcript
 from engine.audio import join_to_wav
 from engine.batching import FileDone, FileFailed, FileTask, WindowDone
 from engine.errors import MediaError, NoAudioStream
-from engine.options import TranscribeOptions
+from engine.options import RuntimeOptions, TranscribeOptions
 from engine.writers import make_cues
 
 pytestmark = pytest.mark.slow
@@ -224,17 +224,10 @@ def test_bad_input_fails_with_media_error_naming_the_file(cpu_transcriber, bad_i
     assert REASON[kind] in err.reason.lower()
 
 
-@pytest.mark.parametrize("kind", ["empty", "missing"])
+@pytest.mark.parametrize("kind", ["empty", "missing", "random_bytes_mp3", "directory"])
 def test_transcribe_raises_media_error(cpu_transcriber, bad_inputs, kind):
     with pytest.raises(MediaError) as info:
         cpu_transcriber.transcribe(bad_inputs[kind])
-    assert info.value.path == str(bad_inputs[kind])
-
-
-@pytest.mark.parametrize("kind", ["random_bytes_mp3", "directory"])
-def test_transcribe_iter_raises_media_error(cpu_transcriber, bad_inputs, kind):
-    with pytest.raises(MediaError) as info:
-        list(cpu_transcriber.transcribe_iter(bad_inputs[kind]))
     assert info.value.path == str(bad_inputs[kind])
 
 
@@ -370,7 +363,7 @@ def test_batched_on_two_replicas_equals_sequential(cpu_transcriber, clips, share
     """Calls on two model replicas (2 x 1 thread, run at once, each with its own files) change no text."""
     from engine.api import Transcriber
 
-    replicated = Transcriber(compute="cpu", threads=2, replicas=2)
+    replicated = Transcriber(compute="cpu", threads=2, runtime=RuntimeOptions(replicas=2))
     assert replicated.backend.replicas == 2
     paths = [shared_audio_dir / n for n in BATCH_VS_SEQUENTIAL]
     batched = {Path(r.info.path).name: r for r in replicated.transcribe_many(paths, batch_size=4)}
@@ -393,7 +386,7 @@ def test_a_lone_window_is_encoded_on_every_thread_with_the_same_result(cpu_trans
     from engine.audio import stream_audio
     from engine.features import window_features
 
-    replicated = Transcriber(compute="cpu", threads=2, replicas=2)
+    replicated = Transcriber(compute="cpu", threads=2, runtime=RuntimeOptions(replicas=2))
     backend = replicated.backend
     backend._wide_loader.join(60)
     assert backend._wide is not None

@@ -11,7 +11,7 @@ import pytest
 
 from engine.audio import stream_audio
 from engine.vad import SpeechDetector
-from engine.vad_pool import VadPool, VadWorkerError, pool_size
+from engine.vad_pool import VadPool, VadWorkerError, default_size, shared_pool
 
 
 @pytest.fixture()
@@ -27,7 +27,7 @@ def chunks(shared_audio_dir):
 
 
 def test_remote_probabilities_equal_in_process_ones(pool, chunks):
-    local = SpeechDetector(local=True)
+    local = SpeechDetector()
     remote = pool.stream()
     got = [remote.process(c) for c in chunks] + [remote.finish()]
     want = [local.process(c) for c in chunks] + [local.finish()]
@@ -66,13 +66,12 @@ def test_an_error_inside_the_helper_comes_back_and_the_helper_lives_on(pool, chu
     assert len(pool.stream().process(chunks[0])) > 0
 
 
-def test_pool_size_follows_the_environment(monkeypatch):
-    monkeypatch.setenv("SCRIPTORIUM_VAD_PROCESSES", "0")
-    assert pool_size() == 0
-    monkeypatch.setenv("SCRIPTORIUM_VAD_PROCESSES", "3")
-    assert pool_size() == 3
-    monkeypatch.delenv("SCRIPTORIUM_VAD_PROCESSES")
-    assert 1 <= pool_size() <= 8
+def test_shared_pools_have_the_size_asked_for():
+    """RuntimeOptions.vad_processes: 0 is in-process (no pool), N a pool of N shared by whoever asks for
+    N, None half the cores (1 to 8). Helpers start on first use, so none start here."""
+    assert shared_pool(0) is None
+    assert shared_pool(3).size == 3 and shared_pool(3) is shared_pool(3)
+    assert 1 <= default_size() <= 8 and shared_pool().size == default_size()
 
 
 def test_first_chunks_go_before_read_ahead_and_earlier_files_first():
@@ -153,9 +152,8 @@ def test_a_stopped_helper_fails_its_file_not_the_worker(cpu_transcriber, shared_
     from engine.errors import HelperError, MediaError
     from engine.options import TranscribeOptions
 
-    pool = vad_pool.shared_pool()
-    if pool is None:
-        pytest.skip("voice activity runs in-process (SCRIPTORIUM_VAD_PROCESSES=0)")
+    pool = cpu_transcriber.vad_pool
+    assert pool is not None  # the default: helper processes
     monkeypatch.setattr(vad_pool, "VAD_REPLY_S", 2.0, raising=False)
     path = str(shared_audio_dir / "henryfphillips_spoken_wikipedia.ogg")  # 273 s: 7 chunks of VAD
     server = cpu_transcriber.window_server(batch_size=2)

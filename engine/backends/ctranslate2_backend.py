@@ -10,11 +10,19 @@ import numpy as np
 from engine.backends.base import Alignment, Generation
 from engine.constants import TIME_PRECISION
 from engine.errors import BackendUnavailable, ModelError
-from engine.heap import keep_heap
 from engine.models import ModelSpec
 from engine.options import DecodeOptions
 
 _DEFAULT_TYPES = {"cpu": "int8", "cuda": "float16"}
+
+
+def reuses_host_buffers(compute: str) -> bool:
+    """Whether this compute kind re-allocates its activations in host memory on every call (CPU), so
+    that its process gains from engine.heap.keep_heap; a kind this machine lacks does not."""
+    try:
+        return resolve_device(compute) == "cpu"
+    except BackendUnavailable:
+        return False
 
 
 def cuda_available() -> bool:
@@ -57,12 +65,7 @@ def default_replicas(compute: str, threads: int, batch: int) -> int:
     """Model replicas for a batching worker: 2 on CPU with 2+ threads (1.08-1.15x on 2 cores), 4 on
     a GPU (H200, the engine bench at batch 8: 7.8-8.8 s with 4 against 14.3-15.6 s with 1, since
     CTranslate2's timestamp rules make batch rows cost nearly as much as calls), else 1.
-
-    SCRIPTORIUM_REPLICAS overrides.
-    """
-    configured = os.environ.get("SCRIPTORIUM_REPLICAS")
-    if configured:
-        return max(1, int(configured))
+    RuntimeOptions.replicas (a worker's --replicas) overrides it."""
     try:
         device = resolve_device(compute)
     except BackendUnavailable:
@@ -87,8 +90,6 @@ class CTranslate2Backend:
         if model.format != "ctranslate2":
             raise ModelError(model.name, f"is a {model.format} model; the ctranslate2 backend needs model.bin")
         device = resolve_device(compute)
-        if device == "cpu":
-            keep_heap()  # CPU activations are re-allocated every call: keep their pages (engine.heap)
         self.compute = "gpu" if device == "cuda" else "cpu"
         self.compute_type = compute_type or _DEFAULT_TYPES[device]
         self._ct2 = ctranslate2

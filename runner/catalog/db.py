@@ -87,9 +87,7 @@ def _jsonable(value) -> object:
 
 
 def _as_dict(timings) -> dict:
-    """Timings as plain data, whether a mapping or a dataclass such as StageTimings."""
-    if dataclasses.is_dataclass(timings):
-        return dataclasses.asdict(timings)
+    """Timings (a stage -> seconds mapping) as a plain dict for the JSON column."""
     return dict(timings or {})
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from runner.commands.common import EXIT_FAILED, EXIT_OK, batch_option, check_task, claimed_queue, data_options, decode_options, exit_now, has_gpu, model_options, open_catalog, overwrite_option, path_map_option, redis_or_embedded, settings_for
+from runner.commands.common import EXIT_FAILED, EXIT_OK, batch_option, check_task, claimed_queue, data_options, decode_options, exit_now, has_gpu, model_options, open_catalog, overwrite_option, path_map_option, redis_or_embedded, runtime_options, settings_for, tune_heap
 
 
 @click.command()
@@ -19,7 +19,8 @@ from runner.commands.common import EXIT_FAILED, EXIT_OK, batch_option, check_tas
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where outputs go, named after each input's stem (talk.mp3 -> DIR/talk.srt).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Files decoded together.")
-def transcribe(files, model, compute, threads, options, fmt, output_dir, batch):
+@runtime_options
+def transcribe(files, model, compute, threads, options, fmt, output_dir, batch, runtime, keep_heap):
     """Transcribe FILES directly (no queue, no catalog).
 
     A file that cannot be read is reported on one line naming it; the other files are
@@ -33,7 +34,8 @@ def transcribe(files, model, compute, threads, options, fmt, output_dir, batch):
     from runner.commands.transcribe_cmd import resolve_formats, transcribe_files
 
     check_task(options, model)
-    transcriber = Transcriber(model=model, compute=compute, threads=threads)
+    tune_heap(keep_heap, compute)  # this process runs the model: before it loads
+    transcriber = Transcriber(model=model, compute=compute, threads=threads, runtime=runtime)
     failed = transcribe_files(list(files), transcriber, options, resolve_formats(fmt), Path(output_dir), batch)
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
@@ -51,8 +53,9 @@ def transcribe(files, model, compute, threads, options, fmt, output_dir, batch):
 @overwrite_option
 @click.option("--wait-for-writes", "settle_wait", type=float, default=600, show_default=True, metavar="SECONDS",
               help="How long to wait for files still being written (copied in just before) before leaving them.")
+@runtime_options
 def run(paths, data, db, redis_url, model, compute, threads, options, workers, batch, outputs, overwrite,
-        settle_wait):
+        settle_wait, runtime, keep_heap):
     """Scan PATHS, transcribe everything new, and wait until done.
 
     Starts its own Redis (unless --redis is given), a pool of workers, shows one progress
@@ -72,7 +75,7 @@ def run(paths, data, db, redis_url, model, compute, threads, options, workers, b
     check_task(options, model, settings.models_dir)
     compute = "cpu" if compute == "auto" and not has_gpu() else ("gpu" if compute == "auto" else compute)
     code = run_all(settings, [Path(p) for p in paths], workers, threads or None, compute, model,
-                   options, batch, settle_wait)
+                   options, batch, settle_wait, runtime=runtime, keep_heap=keep_heap)
     exit_now(code)
 
 
@@ -90,8 +93,9 @@ def run(paths, data, db, redis_url, model, compute, threads, options, workers, b
 @click.option("--settle", "settle_s", type=float, default=2, show_default=True, metavar="SECONDS",
               help="A file is taken once it has not changed for this long (raise it for writers that pause).")
 @click.option("--poll", is_flag=True, help="Poll the folders for changes instead of inotify (NFS, SMB).")
+@runtime_options
 def watch(folders, data, db, redis_url, model, compute, threads, options, workers, batch, outputs, rescan_s,
-          settle_s, poll):
+          settle_s, poll, runtime, keep_heap):
     """Transcribe what lands in FOLDERS, seconds after each file stops changing, until stopped.
 
     Scans once, then takes every new or changed media file once it has not changed for
@@ -112,8 +116,8 @@ def watch(folders, data, db, redis_url, model, compute, threads, options, worker
         raise click.UsageError(str(exc)) from None
     settings = settings_for(data, db, redis_url, outputs=outputs)
     compute = "cpu" if compute == "auto" and not has_gpu() else ("gpu" if compute == "auto" else compute)
-    exit_now(watch_folders(settings, [Path(f) for f in folders], plan_pool(workers, threads or None, compute, batch),
-                           model, options, wopts))
+    plan = plan_pool(workers, threads or None, compute, batch, runtime, keep_heap)
+    exit_now(watch_folders(settings, [Path(f) for f in folders], plan, model, options, wopts))
 
 
 @click.command()
@@ -162,7 +166,9 @@ def scan(paths, data, db, redis_url, model, options, no_queue):
 @overwrite_option
 @batch_option
 @path_map_option
-def worker(data, db, redis_url, model, compute, threads, burst, outputs, overwrite, batch, path_map):
+@runtime_options
+def worker(data, db, redis_url, model, compute, threads, burst, outputs, overwrite, batch, path_map, runtime,
+           keep_heap):
     """Take transcription jobs from the queue until stopped.
 
     The model is loaded once. Each job is decoded with the options it was queued with (by `run`,
@@ -178,10 +184,11 @@ def worker(data, db, redis_url, model, compute, threads, burst, outputs, overwri
     from runner.queue.worker import run_worker
 
     check_compute(compute)  # a kind this machine lacks is refused before anything starts
+    tune_heap(keep_heap, compute)  # this process runs the model: before it loads
     settings = settings_for(data, db, redis_url, outputs=outputs, path_map=path_map, overwrite=overwrite)
     settings, embedded = redis_or_embedded(settings)
     try:
-        run_worker(settings, compute=compute, threads=threads, model=model, burst=burst, batch=batch)
+        run_worker(settings, compute=compute, threads=threads, model=model, burst=burst, batch=batch, runtime=runtime)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -202,7 +209,9 @@ def worker(data, db, redis_url, model, compute, threads, burst, outputs, overwri
 @batch_option
 @path_map_option
 @click.option("--burst", is_flag=True, help="Workers exit once the queue is empty.")
-def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, model, outputs, overwrite, batch, path_map, burst):
+@runtime_options
+def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, model, outputs, overwrite, batch, path_map, burst,
+            runtime, keep_heap):
     """Start a pool of workers of mixed kinds and wait for them.
 
     Each child is a `scriptorium worker` with these options; the catalog and Redis URLs reach it
@@ -222,7 +231,7 @@ def workers(data, db, redis_url, n_cpu, n_gpu, n_ane, threads, model, outputs, o
     if not kinds:
         raise click.UsageError("ask for at least one worker: --cpu N, --gpu N or --ane N")
     per = threads or max(1, (os.cpu_count() or 1) // max(1, n_cpu))
-    procs = start_pool(settings, PoolPlan(kinds, per, batch), model, burst=burst)
+    procs = start_pool(settings, PoolPlan(kinds, per, batch, runtime, keep_heap), model, burst=burst)
     codes = [p.wait() for p in procs]
     if embedded is not None:
         embedded.stop()

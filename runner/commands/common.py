@@ -36,6 +36,42 @@ def model_options(func):
     return func
 
 
+def runtime_options(func):
+    """--replicas, --vad-processes (handed to the command as one `runtime`, engine.options.RuntimeOptions)
+    and --keep-heap/--no-keep-heap: how a process runs the model. They change no text, so they are
+    never recorded with a job; a command that starts workers passes them on their command lines."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kw):
+        from engine.options import RuntimeOptions
+
+        kw["runtime"] = RuntimeOptions(replicas=kw.pop("replicas"), vad_processes=kw.pop("vad_processes"))
+        return func(*args, **kw)
+
+    wrapper = click.option("--keep-heap/--no-keep-heap", "keep_heap", default=True, show_default=True,
+                           help="Keep freed memory in the process that runs the model (glibc, CPU): 40% of an encoder "
+                                "call was page faults without it. --no-keep-heap leaves the allocator alone.")(wrapper)
+    wrapper = click.option("--vad-processes", type=click.IntRange(min=0), default=None, metavar="N",
+                           help="Voice activity helper processes per worker (default: half the cores, 1 to 8; "
+                                "0: in the worker process).")(wrapper)
+    wrapper = click.option("--replicas", type=click.IntRange(min=1), default=None, metavar="N",
+                           help="Model copies per worker whose calls run at once (default: 2 on a CPU with 2+ "
+                                "threads, 4 on a GPU, 1 without batching or for `transcribe`).")(wrapper)
+    return wrapper
+
+
+def tune_heap(keep: bool, compute: str) -> None:
+    """In a process that runs the model itself, before it loads: keep freed memory (engine.heap) where
+    the model re-allocates its activations on the CPU every call. Never done by the library."""
+    if not keep:
+        return
+    from engine.backends.ctranslate2_backend import reuses_host_buffers
+    from engine.heap import keep_heap
+
+    if reuses_host_buffers(compute):
+        keep_heap()
+
+
 # (flag, parameter, click keywords): how each file is to be decoded (see options_from_flags)
 DECODE_FLAGS = (
     ("--language", "language", dict(default=None, envvar="SCRIPTORIUM_LANGUAGE",

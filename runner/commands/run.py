@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from engine.models import resolve_model
-from engine.options import TranscribeOptions
+from engine.options import RuntimeOptions, TranscribeOptions
 from runner.config import Settings
 from runner.queue.embedded_redis import ensure_redis
 from runner.queue.pool import PoolPlan, plan_pool, start_pool, stop_pool
@@ -24,12 +24,15 @@ SETTLE_WAIT_S = 600.0  # how long `run` waits for files still being written befo
 
 def run(settings: Settings, paths: list[Path], workers: int | None = None, threads: int | None = None,
         compute: str = "cpu", model: str | None = None, options: TranscribeOptions | None = None,
-        batch: int | None = None, settle_wait: float = SETTLE_WAIT_S) -> int:
-    """Do the whole job on this machine; returns the exit code (1 if any file failed or was left)."""
+        batch: int | None = None, settle_wait: float = SETTLE_WAIT_S, runtime: RuntimeOptions | None = None,
+        keep_heap: bool = True) -> int:
+    """Do the whole job on this machine; returns the exit code (1 if any file failed or was left).
+    `runtime` and `keep_heap` go to the workers' command lines."""
     options = options or TranscribeOptions()
     settings, embedded = ensure_redis(settings)
     try:
-        return _run(settings, paths, plan_pool(workers, threads, compute, batch), model, options, settle_wait)
+        plan = plan_pool(workers, threads, compute, batch, runtime, keep_heap)
+        return _run(settings, paths, plan, model, options, settle_wait)
     finally:
         if embedded is not None:
             embedded.stop()

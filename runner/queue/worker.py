@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -22,7 +23,7 @@ from engine.backends.ctranslate2_backend import default_replicas
 from engine.errors import ModelError
 from engine.model_store import verify_model
 from engine.models import resolve_model
-from engine.options import TranscribeOptions
+from engine.options import RuntimeOptions, TranscribeOptions
 from engine.scheduling import LOOKAHEAD
 from engine.vad_pool import shared_pool
 from runner.catalog import models as m
@@ -161,14 +162,16 @@ def _after_job(job, queue, media_id: int, pace: Pace | None) -> None:
 
 
 def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model: str | None = None,
-               burst: bool = False, batch: int = 1) -> None:
+               burst: bool = False, batch: int = 1, runtime: RuntimeOptions | None = None) -> None:
     """Load the model, then work the queue until stopped (or until it is empty with burst).
 
     With batch > 1, 2 x `batch` job threads share the model through a window server, which decodes
     up to `batch` of their windows together (split into one call per model replica, run at once);
-    with 1, jobs run one after another in this thread.
+    with 1, jobs run one after another in this thread. `runtime` without replicas gets the
+    device's and batch's default (default_replicas).
     """
-    vad = shared_pool()
+    runtime = runtime or RuntimeOptions()
+    vad = shared_pool(runtime.vad_processes)  # the pool the Transcriber below takes
     if vad is not None:
         vad.start()  # the voice activity helpers load while the model does, not when the first file opens
     spec = resolve_model(model, settings.models_dir)
@@ -181,8 +184,10 @@ def run_worker(settings: Settings, compute: str = "cpu", threads: int = 0, model
     # refused before loading the model: a queue bound to another catalog names other media ids
     claim_queue(connection, settings.queue_name, catalog.identity(), catalog.url.render_as_string(hide_password=True))
     backend = backend_for(compute)
-    replicas = default_replicas(compute, threads, batch) if backend == "ctranslate2" else 1
-    transcriber = Transcriber(model=spec, compute=compute, threads=threads, backend=backend, replicas=replicas)
+    if runtime.replicas is None:
+        replicas = default_replicas(compute, threads, batch) if backend == "ctranslate2" else 1
+        runtime = dataclasses.replace(runtime, replicas=replicas)
+    transcriber = Transcriber(model=spec, compute=compute, threads=threads, backend=backend, runtime=runtime)
     name = worker_name(transcriber.backend.compute)
     # batching: LOOKAHEAD x batch job threads, so each model call can take windows of one prompt length
     names = [name] if batch <= 1 else [f"{name}.{i}" for i in range(batch * LOOKAHEAD)]

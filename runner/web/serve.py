@@ -8,6 +8,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from engine.options import RuntimeOptions
 from runner.config import Settings
 from runner.queue.embedded_redis import ensure_redis
 from runner.web.auth import check_bind
@@ -23,6 +24,8 @@ class ServeOptions:
     compute: str = "cpu"
     threads: int | None = None
     model: str | None = None
+    runtime: RuntimeOptions = RuntimeOptions()  # the started workers' --replicas and --vad-processes
+    keep_heap: bool = True  # False: the started workers get --no-keep-heap
     token: str | None = None
     max_upload: int | None = None
     webhook_secret: str | None = None
@@ -60,7 +63,8 @@ def serve(settings: Settings, options: ServeOptions) -> None:
                            roots=tuple(Path(r).expanduser().resolve() for r in options.roots))
         app = create_app(catalog, settings.redis_url, settings.queue_name, options.host, api=config)
         if options.workers:
-            plan = plan_pool(options.workers, options.threads, options.compute)
+            plan = plan_pool(options.workers, options.threads, options.compute, runtime=options.runtime,
+                             keep_heap=options.keep_heap)
             pool = start_pool(settings, plan, options.model, burst=False)
             stack.callback(stop_pool, pool)
         print(f"Scriptorium on http://{options.host}:{options.port}/ (API under /v1; Ctrl-C stops)", file=sys.stderr)

@@ -19,7 +19,6 @@ from engine.backends.base import Alignment, Generation
 from engine.backends.coreml.alignment import align_weights
 from engine.backends.coreml.contract import DECODER, ENCODER, KV_SLOTS, Dims, package_path
 from engine.backends.coreml.predictor import CoreMLPredictor, NumpyPredictor, Predictor, compute_units, on_macos
-from engine.backends.coreml.prefix_cache import PrefixCache
 from engine.backends.coreml.reference import padding_mask
 from engine.backends.coreml.search import Hypotheses, TokenRules, apply_rules, log_softmax, rank, sample
 from engine.errors import BackendUnavailable, ModelError
@@ -111,7 +110,7 @@ class CoreMLBackend:
 
     def __init__(self, model: ModelSpec, compute: str = "auto", threads: int = 0, compute_type: str | None = None,
                  predictors: StagePredictors | None = None, compute_units: dict[str, str] | None = None,
-                 prefix_cache: PrefixCache | None = None, seed: int = 0):
+                 seed: int = 0):
         self.predictors = predictors or default_predictors(model, compute, compute_units)
         self.compute = ("all" if self.predictors.runtime == "coreml" else "cpu") if compute == "auto" else compute
         self.runtime = self.predictors.runtime
@@ -120,9 +119,7 @@ class CoreMLBackend:
             raise ModelError(model.name, "tokenizer.json is missing from the model folder")
         self.tokenizer = Tokenizer.from_model_dir(model.path, model.multilingual)
         self.rules = _token_rules(model.path, self.tokenizer)
-        self.prefix_cache = prefix_cache
         self.rng = np.random.default_rng(seed)
-        self.prefix_steps_skipped = 0
 
     # -- the protocol ----------------------------------------------------------------------------
 
@@ -216,18 +213,10 @@ class CoreMLBackend:
     def _run_prompts(self, embeds: np.ndarray, prompts: list[list[int]]):
         """Feed every prompt; returns (rows, logits after each prompt, no-speech probability of each)."""
         rows = _Rows.start(embeds, self.dims, self.dtype)
-        for r, prompt in enumerate(prompts):
-            hit = self.prefix_cache.match(prompt) if self.prefix_cache else None
-            if hit:
-                n, keys, values = hit
-                rows.keys[r, :, 0, :n], rows.values[r, :, 0, :n] = keys, values
-                rows.length[r], rows.tokens[r] = n, list(prompt[:n])
-                self.prefix_steps_skipped += n
         last = np.zeros((len(prompts), self.dims.vocab), np.float32)
         no_speech = np.zeros(len(prompts))
-        # no-speech is read after <|startoftranscript|>; if the table skipped it, after the prompt
+        # no-speech is read after <|startoftranscript|> (after the prompt when it has none)
         speech_at = [p.index(self.tokenizer.sot) if self.tokenizer.sot in p else len(p) - 1 for p in prompts]
-        speech_at = [i if i >= rows.length[r] else len(prompts[r]) - 1 for r, i in enumerate(speech_at)]
         while True:
             active = np.array([r for r, p in enumerate(prompts) if rows.length[r] < len(p)], dtype=np.int64)
             if not len(active):
@@ -301,24 +290,6 @@ class CoreMLBackend:
             rows, scores = rows.take(keep), scores[keep]
             logits, _ = self._step(rows, tokens)
         return [rank(d, len(p), eot, options.length_penalty) if d else ((), 0.0) for d, p in zip(done, prompts)]
-
-    # -- the prefix table ------------------------------------------------------------------------
-
-    def build_prefix_cache(self, encoded: np.ndarray, prefixes: list[tuple[int, ...]] | None = None) -> PrefixCache:
-        """Mean keys and values of each fixed prefix over the calibration windows `encoded`."""
-        tok = self.tokenizer
-        if prefixes is None:
-            seq = tuple(tok.sot_sequence)
-            prefixes = [p for p in {seq[:-1], seq, (tok.sot_prev,)} if p]
-        table = PrefixCache()
-        for prefix in prefixes:
-            rows = _Rows.start(self._embeds(encoded), self.dims, self.dtype)
-            for token in prefix:
-                self._step(rows, np.full(len(encoded), token))
-            n = len(prefix)
-            table.entries[tuple(prefix)] = (rows.keys[:, :, 0, :n].astype(np.float32).mean(0).astype(self.dtype),
-                                            rows.values[:, :, 0, :n].astype(np.float32).mean(0).astype(self.dtype))
-        return table
 
 
 def _read_json(path: Path) -> dict:
